@@ -1,0 +1,104 @@
+"""Pixel-aligned image encoder: multi-scale ResNet features, as in pixelNeRF / FeatureNeRF.
+
+The parameter names (``model.conv1``, ``model.layer1``...) are torchvision's, under the same
+``model`` attribute as the authors' ``SpatialEncoder``, so their checkpoints map onto ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Type
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from jaxtyping import Float
+from nerfstudio.configs.base_config import InstantiateConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor, nn
+
+LATENT_SIZES = {"resnet18": (64, 64, 128, 256, 512), "resnet34": (64, 64, 128, 256, 512)}
+"""Channels of conv1, layer1, layer2, layer3, layer4 for the supported backbones."""
+
+
+@dataclass
+class SpatialEncoderConfig(InstantiateConfig):
+    """Configuration of the pixel-aligned ResNet encoder."""
+
+    _target: Type = field(default_factory=lambda: SpatialEncoder)
+    backbone: Literal["resnet18", "resnet34"] = "resnet34"
+    """torchvision backbone (the paper uses resnet34)."""
+    num_layers: int = 4
+    """How many feature levels to concatenate: conv1, layer1, layer2, layer3 (4 = 512 channels, the paper)."""
+    weights: str | None = "imagenet"
+    """ImageNet weights: a local state-dict file (e.g. resnet34-b627a593.pth), 'imagenet' for torchvision's
+    weights from its local hub cache, or None for random initialisation. Missing weights fall back to random
+    initialisation with a warning (nothing is downloaded)."""
+    use_first_pool: bool = True
+    """Apply the ResNet max-pool before layer1 (pixelNeRF default)."""
+
+    @property
+    def latent_size(self) -> int:
+        return sum(LATENT_SIZES[self.backbone][: self.num_layers])
+
+
+class SpatialEncoder(nn.Module):
+    """ResNet feature pyramid upsampled to the conv1 resolution (half the image) and concatenated."""
+
+    def __init__(self, config: SpatialEncoderConfig):
+        super().__init__()
+        if not 1 <= config.num_layers <= 5:
+            raise ValueError(f"encoder num_layers must be in 1..5, got {config.num_layers}")
+        self.config = config
+        self.model = getattr(torchvision.models, config.backbone)(weights=None)
+        # Stages past num_layers and the classifier are never used; dropping them keeps checkpoints
+        # small and every parameter trained (the authors keep them, so their import ignores those keys).
+        self.model.fc = nn.Identity()
+        for name in ("layer1", "layer2", "layer3", "layer4")[max(config.num_layers - 1, 0) :]:
+            setattr(self.model, name, nn.Identity())
+        self.latent_size = config.latent_size
+        if config.weights is not None:
+            self._load_weights(config.weights)
+
+    def _load_weights(self, weights: str) -> None:
+        state = None
+        if weights == "imagenet":
+            enum = getattr(torchvision.models, f"ResNet{self.config.backbone[6:]}_Weights").IMAGENET1K_V1
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+            if cached.is_file():
+                state = torch.load(cached, map_location="cpu", weights_only=True)
+            else:
+                CONSOLE.print(
+                    f"[yellow]Encoder: ImageNet weights not found at {cached} (nothing is downloaded); using random "
+                    f"initialisation. Pass --pipeline.model.encoder.weights /path/to/{Path(enum.url).name} to use them."
+                )
+        else:
+            path = Path(weights)
+            if not path.is_file():
+                CONSOLE.print(f"[yellow]Encoder: weights file {path} not found; using random initialisation.")
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        if state is not None:
+            own = self.model.state_dict()
+            self.model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+
+    def forward(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B C h w"]:
+        """Encode images in [0, 1] into a latent map at half resolution.
+
+        Args:
+            images: RGB images in [0, 1] (the network sees them in [-1, 1], as the authors feed it).
+        """
+        x = images * 2.0 - 1.0
+        m = self.model
+        x = m.relu(m.bn1(m.conv1(x)))
+        latents = [x]
+        stages = (m.layer1, m.layer2, m.layer3, m.layer4)[: self.config.num_layers - 1]
+        for i, stage in enumerate(stages):
+            if i == 0 and self.config.use_first_pool:
+                x = m.maxpool(x)
+            x = stage(x)
+            latents.append(x)
+        size = latents[0].shape[-2:]
+        latents = [latents[0]] + [F.interpolate(t, size, mode="bilinear", align_corners=True) for t in latents[1:]]
+        return torch.cat(latents, dim=1)

@@ -1,0 +1,287 @@
+"""FeatureNeRF as a nerfstudio ``Model``: encoder + conditioned field + coarse/fine rendering + losses.
+
+Unlike scene-specific NeRFs, every forward pass needs a *conditioning* (the encoded source views of
+the objects the rays belong to). Training and evaluation pass it explicitly
+(``model(ray_bundle, conditioning)``, see :mod:`featurenerf_ns.model.pipeline`); rays carry
+``metadata["object_slot"]``, the index of their object within that conditioning. Renders that come
+without one (the viewer) use :attr:`FeatureNeRFModel.default_conditioning`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Type
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+from torch.nn import Parameter
+from torchmetrics.functional import structural_similarity_index_measure
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from featurenerf_ns.model.encoder import SpatialEncoderConfig
+from featurenerf_ns.model.field import Conditioning, FeatureNeRFField, FeatureNeRFFieldConfig
+from featurenerf_ns.model.rendering import SamplingConfig, render_rays
+
+_ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+
+
+@dataclass
+class FeatureNeRFModelConfig(ModelConfig):
+    """FeatureNeRF model (defaults = the paper's configuration)."""
+
+    _target: Type = field(default_factory=lambda: FeatureNeRFModel)
+    encoder: SpatialEncoderConfig = field(default_factory=SpatialEncoderConfig)
+    """Pixel-aligned image encoder."""
+    field: FeatureNeRFFieldConfig = field(default_factory=FeatureNeRFFieldConfig)
+    """Conditioned residual MLP."""
+    num_coarse_samples: int = 64
+    """Stratified samples per ray."""
+    num_fine_samples: int = 32
+    """Fine samples per ray (evaluated by the same MLP); includes ``num_fine_depth_samples``."""
+    num_fine_depth_samples: int = 16
+    """Fine samples drawn around the coarse expected depth."""
+    depth_std: float = 0.01
+    """Standard deviation of the samples around the coarse depth."""
+    feature_dim: int | None = None
+    """Channels of the distilled feature head; None = the teacher's channels found by the dataparser (384 for DINO)."""
+    regress_coord: bool = True
+    """Add the coordinate head (L_coord)."""
+    lambda_rgb_coarse: float = 1.0
+    """Weight of the coarse photometric loss."""
+    lambda_rgb_fine: float = 1.0
+    """Weight of the fine photometric loss."""
+    lambda_distill: float = 0.25
+    """Weight of L_distill (rendered feature vs teacher), coarse + fine. 0 = the 'NeRF feature' baseline."""
+    lambda_coord: float = 0.25
+    """Weight of L_coord (mean coordinate residual along each ray), coarse + fine."""
+    lpips_alexnet_weights: Path | None = None
+    """AlexNet weights for LPIPS (torchvision's alexnet-owt-7be5be79.pth); default: torch hub cache. LPIPS is
+    skipped with one log line when they are absent (nothing is downloaded)."""
+    eval_num_rays_per_chunk: int = 1024
+    """Rays rendered at once for full images (bounds memory: ~1 GB at the paper's width)."""
+
+
+class FeatureNeRFModel(Model):
+    """Generalizable NeRF conditioned on source images, with distilled features and coordinate regression."""
+
+    config: FeatureNeRFModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        metadata = self.kwargs.get("metadata") or {}
+        self.feature_dim = self.config.feature_dim or metadata.get("teacher_dim") or 384
+        self.near = float(metadata.get("near", 0.8))
+        self.far = float(metadata.get("far", 1.8))
+        self.encoder = self.config.encoder.setup()
+        self.field = FeatureNeRFField(
+            self.config.field, self.encoder.latent_size, self.feature_dim, self.config.regress_coord
+        )
+        self.sampling = SamplingConfig(
+            self.config.num_coarse_samples,
+            self.config.num_fine_samples,
+            self.config.num_fine_depth_samples,
+            self.config.depth_std,
+        )
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.lpips = self._make_lpips()
+        self.default_conditioning: Conditioning | None = None
+        self.eval_seed = 0
+
+    def _make_lpips(self):
+        weights = self.config.lpips_alexnet_weights or Path(torch.hub.get_dir()) / "checkpoints" / _ALEXNET_FILE
+        if not Path(weights).is_file():
+            CONSOLE.print(f"LPIPS skipped: AlexNet weights not found at {weights} (set --pipeline.model.lpips-alexnet-weights).")
+            return None
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        if Path(weights).parent != Path(torch.hub.get_dir()) / "checkpoints":
+            target = Path(torch.hub.get_dir()) / "checkpoints" / _ALEXNET_FILE
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(Path(weights).resolve())
+        return LearnedPerceptualImagePatchSimilarity(normalize=True)
+
+    def get_param_groups(self) -> dict[str, list[Parameter]]:
+        return {"encoder": list(self.encoder.parameters()), "field": list(self.field.parameters())}
+
+    # ----------------------------------------------------------------------------------------------
+    # Public API: encode once, then render rays / cameras or query points.
+
+    def encode(
+        self,
+        images: Float[Tensor, "B S 3 H W"],
+        c2w: Float[Tensor, "B S 3 4"],
+        intrinsics: Float[Tensor, "B S 4"],
+    ) -> Conditioning:
+        """Encode the source view(s) of ``B`` objects.
+
+        Args:
+            images: RGB in [0, 1] (background black, as the authors' renders).
+            c2w: nerfstudio (OpenGL) camera-to-world of each source view.
+            intrinsics: ``[fx, fy, cx, cy]`` in nerfstudio's pixel convention.
+        """
+        B, S, _, H, W = images.shape
+        latent = self.encoder(images.reshape(B * S, 3, H, W))
+        return self.field.condition(latent, c2w.reshape(B * S, 3, 4)[:, :3], intrinsics.reshape(B * S, 4), (W, H), B)
+
+    def render_rays(
+        self,
+        cond: Conditioning,
+        origins: Float[Tensor, "B R 3"],
+        directions: Float[Tensor, "B R 3"],
+        outputs: frozenset[str] = frozenset({"rgb"}),
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Render ``R`` rays for each of the ``B`` conditioned objects (see :func:`render_rays`)."""
+        near = torch.full_like(origins[..., :1], self.near)
+        far = torch.full_like(origins[..., :1], self.far)
+        return render_rays(self.field, cond, origins, directions, near, far, self.sampling, outputs, generator)
+
+    @torch.no_grad()
+    def render_camera(
+        self,
+        cond: Conditioning,
+        camera: Cameras,
+        outputs: frozenset[str] = frozenset({"rgb"}),
+        chunk: int | None = None,
+    ) -> dict[str, Float[Tensor, "H W C"]]:
+        """Render a full image of the (single) conditioned object in fixed memory.
+
+        Returns ``depth``, ``accumulation`` and each requested output as ``(H, W, C)``. Sampling uses a
+        generator seeded with :attr:`eval_seed`, so the same camera gives the same image.
+        """
+        bundle = camera.to(self.device).generate_rays(camera_indices=0, keep_shape=True)
+        H, W = bundle.origins.shape[:2]
+        origins = bundle.origins.reshape(1, -1, 3)
+        directions = bundle.directions.reshape(1, -1, 3)
+        generator = torch.Generator(device=self.device).manual_seed(self.eval_seed)
+        chunk = chunk or self.config.eval_num_rays_per_chunk
+        pieces: dict[str, list[Tensor]] = {}
+        for i in range(0, origins.shape[1], chunk):
+            out = self.render_rays(cond, origins[:, i : i + chunk], directions[:, i : i + chunk], outputs, generator)
+            for k, v in out.items():
+                if not k.endswith("_coarse"):
+                    pieces.setdefault(k, []).append(v[0])
+        return {k: torch.cat(v).view(H, W, -1) for k, v in pieces.items()}
+
+    @torch.no_grad()
+    def query_points(
+        self,
+        cond: Conditioning,
+        points: Float[Tensor, "N 3"],
+        viewdirs: Float[Tensor, "N 3"] | None = None,
+        chunk: int = 65536,
+    ) -> dict[str, Tensor]:
+        """Query density, v_NeRF and the distilled feature at world points of one conditioned object.
+
+        ``viewdirs`` defaults to the direction from the first source camera to each point.
+        """
+        if viewdirs is None:
+            cam_center = -(cond.w2c[0, :, :3].T @ cond.w2c[0, :, 3])
+            viewdirs = F.normalize(points - cam_center, dim=-1)
+        parts: dict[str, list[Tensor]] = {"density": [], "v_nerf": [], "feature": []}
+        for i in range(0, points.shape[0], chunk):
+            out = self.field(cond, points[None, i : i + chunk], viewdirs[None, i : i + chunk],
+                             frozenset({"density", "feature", "v_nerf"}))
+            for k in parts:
+                parts[k].append(getattr(out, k)[0])
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    # ----------------------------------------------------------------------------------------------
+    # nerfstudio Model interface.
+
+    def forward(self, ray_bundle: RayBundle, conditioning: Conditioning | None = None) -> dict[str, Tensor]:  # type: ignore[override]
+        return self.get_outputs(ray_bundle, conditioning)
+
+    def get_outputs(self, ray_bundle: RayBundle, conditioning: Conditioning | None = None) -> dict[str, Tensor]:  # type: ignore[override]
+        cond = conditioning if conditioning is not None else self.default_conditioning
+        if cond is None:
+            raise RuntimeError("FeatureNeRF renders need a source view: pass a conditioning or set default_conditioning")
+        slots = ray_bundle.metadata.get("object_slot") if ray_bundle.metadata else None
+        if slots is None:
+            if cond.num_objects != 1:
+                raise RuntimeError("rays without metadata['object_slot'] can only be rendered for one object")
+            slots = torch.zeros(len(ray_bundle), 1, dtype=torch.long, device=ray_bundle.origins.device)
+        slots = slots.reshape(-1)
+        if self.training:
+            outputs = frozenset({"rgb", "feature", "coord"} if self._distill_or_coord() else {"rgb"})
+            generator = None
+        else:
+            outputs = frozenset({"rgb"})
+            generator = torch.Generator(device=self.device).manual_seed(self.eval_seed)
+        counts = torch.bincount(slots, minlength=cond.num_objects)
+        order = torch.argsort(slots, stable=True)
+        origins = ray_bundle.origins[order]
+        directions = ray_bundle.directions[order]
+        if bool((counts == counts[0]).all()) and int(counts[0]) > 0:
+            per = int(counts[0])
+            out = self.render_rays(
+                cond, origins.view(-1, per, 3), directions.view(-1, per, 3), outputs, generator
+            )
+            flat = {k: v.reshape(-1, v.shape[-1]) for k, v in out.items()}
+        else:
+            flat_parts: dict[str, list[Tensor]] = {}
+            start = 0
+            for obj, n in enumerate(counts.tolist()):
+                if n == 0:
+                    continue
+                sl = slice(start, start + n)
+                out = self.render_rays(cond.select([obj]), origins[None, sl], directions[None, sl], outputs, generator)
+                for k, v in out.items():
+                    flat_parts.setdefault(k, []).append(v[0])
+                start += n
+            flat = {k: torch.cat(v) for k, v in flat_parts.items()}
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return {k: v[inverse] for k, v in flat.items()}
+
+    def _distill_or_coord(self) -> bool:
+        return self.config.lambda_distill > 0 or (self.config.regress_coord and self.config.lambda_coord > 0)
+
+    def get_metrics_dict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+        gt = batch["image"].to(self.device)[..., :3]
+        return {"psnr": self.psnr(outputs["rgb"], gt)}
+
+    def get_loss_dict(self, outputs: dict[str, Tensor], batch: dict[str, Any], metrics_dict=None) -> dict[str, Tensor]:
+        gt = batch["image"].to(self.device)[..., :3]
+        loss = {
+            "rgb_loss": self.config.lambda_rgb_coarse * F.mse_loss(outputs["rgb_coarse"], gt)
+            + self.config.lambda_rgb_fine * F.mse_loss(outputs["rgb"], gt)
+        }
+        if not self.training:
+            return loss
+        teacher = batch.get("teacher")
+        if self.config.lambda_distill > 0 and teacher is not None:
+            teacher = teacher.to(self.device)
+            loss["distill_loss"] = self.config.lambda_distill * (
+                F.mse_loss(outputs["feature_coarse"], teacher) + F.mse_loss(outputs["feature"], teacher)
+            )
+        if self.config.regress_coord and self.config.lambda_coord > 0:
+            # The authors' L_coord: MSE to zero of the per-ray mean residual, coarse and fine.
+            loss["coord_loss"] = self.config.lambda_coord * (
+                outputs["coord_coarse"].square().mean() + outputs["coord"].square().mean()
+            )
+        return loss
+
+    def get_image_metrics_and_images(
+        self, outputs: dict[str, Tensor], batch: dict[str, Any]
+    ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        gt = batch["image"].to(self.device)[..., :3]
+        pred = outputs["rgb"].clamp(0, 1)
+        gt_chw = gt.permute(2, 0, 1)[None]
+        pred_chw = pred.permute(2, 0, 1)[None]
+        metrics = {
+            "psnr": float(self.psnr(pred_chw, gt_chw).item()),
+            "ssim": float(structural_similarity_index_measure(pred_chw, gt_chw, data_range=1.0).item()),
+        }
+        if self.lpips is not None:
+            metrics["lpips"] = float(self.lpips(pred_chw, gt_chw).item())
+        images = {"img": torch.cat([gt, pred], dim=1), "accumulation": outputs["accumulation"]}
+        return metrics, images

@@ -1,0 +1,289 @@
+"""The FeatureNeRF field: image-conditioned residual MLP producing v_NeRF and its four heads.
+
+Parameterisation mirrors the authors' ``PixelNeRFEmbedNet`` + ``ResnetFC`` (same layer shapes, same
+output order ``[rgb(3), sigma(1), feature(D), coord(3)]``), so their checkpoints map onto ours by
+renaming keys. Two things are computed differently, with identical results:
+
+* ``lin_z`` (the latent injection of the first blocks) is a linear map, and bilinear sampling with
+  border padding is an affine combination with weights summing to one, so ``lin_z(sample(F)) ==
+  sample(lin_z(F))``. We apply ``lin_z`` once to each source view's feature map (a few thousand
+  pixels) instead of to every sampled point (hundreds of thousands per step).
+* Only the output rows that a caller asks for are computed (a render never needs the coordinate
+  head; a training step never needs v_NeRF composited).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Type
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.configs.base_config import InstantiateConfig
+from torch import Tensor, nn
+
+
+@dataclass
+class Conditioning:
+    """Source views encoded once, reused for every query of their objects.
+
+    Shapes use ``B`` objects with ``S`` source views each, flattened object-major (``B*S``).
+    """
+
+    latent_z: Float[Tensor, "BS C h w"]
+    """Encoder features already projected by every ``lin_z`` layer, stacked along channels."""
+    w2c: Float[Tensor, "BS 3 4"]
+    """World-to-camera transforms of the source views (OpenGL camera frame, as pixelNeRF)."""
+    focal: Float[Tensor, "BS 2"]
+    """``[fx, -fy]`` in pixels (the sign flip maps OpenGL y-up to image rows)."""
+    center: Float[Tensor, "BS 2"]
+    """Principal point in the authors' convention (pixel ``i`` at coordinate ``i``)."""
+    image_wh: Float[Tensor, "2"]
+    """Source image width and height in pixels."""
+    num_objects: int
+    num_views: int
+
+    def select(self, objects: list[int]) -> "Conditioning":
+        """The conditioning of a subset of objects (in the given order)."""
+        idx = torch.tensor(objects, device=self.w2c.device)
+        rows = (idx[:, None] * self.num_views + torch.arange(self.num_views, device=idx.device)).reshape(-1)
+        return Conditioning(
+            self.latent_z[rows], self.w2c[rows], self.focal[rows], self.center[rows], self.image_wh, len(objects),
+            self.num_views,
+        )
+
+
+class PositionalEncoding(nn.Module):
+    """NeRF positional encoding in the authors' layout: ``[x, sin(f0 x), cos(f0 x), sin(f1 x), ...]``."""
+
+    def __init__(self, num_freqs: int = 6, freq_factor: float = 1.5, include_input: bool = True, d_in: int = 3):
+        super().__init__()
+        self.num_freqs = num_freqs
+        self.include_input = include_input
+        self.d_out = num_freqs * 2 * d_in + (d_in if include_input else 0)
+        freqs = freq_factor * 2.0 ** torch.arange(num_freqs, dtype=torch.float32)
+        self.register_buffer("_freqs", torch.repeat_interleave(freqs, 2).view(1, -1, 1), persistent=False)
+        phases = torch.zeros(2 * num_freqs)
+        phases[1::2] = math.pi * 0.5
+        self.register_buffer("_phases", phases.view(1, -1, 1), persistent=False)
+
+    def forward(self, x: Float[Tensor, "N d"]) -> Float[Tensor, "N d_out"]:
+        # cos as sin(x + pi/2), exactly as the authors compute it.
+        embed = torch.sin(torch.addcmul(self._phases, x.unsqueeze(1), self._freqs)).view(x.shape[0], -1)
+        return torch.cat((x, embed), dim=-1) if self.include_input else embed
+
+
+class ResnetBlockFC(nn.Module):
+    """``x + fc_1(relu(fc_0(relu(x))))`` (DVR / pixelNeRF block)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc_0 = nn.Linear(width, width)
+        self.fc_1 = nn.Linear(width, width)
+        nn.init.constant_(self.fc_0.bias, 0.0)
+        nn.init.kaiming_normal_(self.fc_0.weight, a=0, mode="fan_in")
+        nn.init.constant_(self.fc_1.bias, 0.0)
+        nn.init.zeros_(self.fc_1.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return x + self.fc_1(F.relu(self.fc_0(F.relu(x))))
+        # Inference: reuse buffers; the residual is accumulated into x by the GEMM itself (beta=1).
+        h = F.linear(F.relu(x), self.fc_0.weight, self.fc_0.bias).relu_()
+        x = x.add_(self.fc_1.bias) if x.is_contiguous() else x + self.fc_1.bias
+        return x.addmm_(h, self.fc_1.weight.t())
+
+
+class ResnetFC(nn.Module):
+    """The authors' residual MLP: ``lin_in``, ``n_blocks`` blocks, ``lin_z`` injection, ``lin_out``."""
+
+    def __init__(self, d_in: int, d_latent: int, d_out: int, width: int, n_blocks: int, combine_layer: int):
+        super().__init__()
+        self.lin_in = nn.Linear(d_in, width)
+        nn.init.constant_(self.lin_in.bias, 0.0)
+        nn.init.kaiming_normal_(self.lin_in.weight, a=0, mode="fan_in")
+        self.lin_out = nn.Linear(width, d_out)
+        nn.init.constant_(self.lin_out.bias, 0.0)
+        nn.init.kaiming_normal_(self.lin_out.weight, a=0, mode="fan_in")
+        self.blocks = nn.ModuleList([ResnetBlockFC(width) for _ in range(n_blocks)])
+        self.lin_z = nn.ModuleList([nn.Linear(d_latent, width) for _ in range(min(combine_layer, n_blocks))])
+        for lin in self.lin_z:
+            nn.init.constant_(lin.bias, 0.0)
+            nn.init.kaiming_normal_(lin.weight, a=0, mode="fan_in")
+        self.width = width
+        self.combine_layer = combine_layer
+
+    def project_latent(self, latent: Float[Tensor, "BS L h w"]) -> Float[Tensor, "BS Z h w"]:
+        """Apply every ``lin_z`` to a latent map at once (a 1x1 convolution)."""
+        weight = torch.cat([lin.weight for lin in self.lin_z], dim=0)
+        bias = torch.cat([lin.bias for lin in self.lin_z], dim=0)
+        return F.conv2d(latent, weight[:, :, None, None], bias)
+
+    def forward(
+        self, x_in: Float[Tensor, "R d_in"], z: Float[Tensor, "R Z"], num_objects: int, num_views: int
+    ) -> Float[Tensor, "R2 W"]:
+        """Run the blocks on rows ordered ``(object, view, point)``; returns v_NeRF per ``(object, point)``.
+
+        Args:
+            x_in: encoded position and view direction per row.
+            z: the sampled, already projected latent per row (``lin_z`` outputs stacked).
+            num_objects: objects in the batch.
+            num_views: source views per object, averaged at ``combine_layer``.
+        """
+        grad = torch.is_grad_enabled()
+        x = F.linear(x_in, self.lin_in.weight, self.lin_in.bias)
+        for i, block in enumerate(self.blocks):
+            if i == self.combine_layer and num_views > 1:
+                x = x.view(num_objects, num_views, -1, self.width).mean(dim=1).view(-1, self.width)
+            if i < len(self.lin_z):
+                zi = z[:, i * self.width : (i + 1) * self.width]
+                x = x + zi if grad else x.add_(zi)
+            x = block(x)
+        if self.combine_layer >= len(self.blocks) and num_views > 1:
+            x = x.view(num_objects, num_views, -1, self.width).mean(dim=1).view(-1, self.width)
+        return x
+
+
+@dataclass
+class FieldOutputs:
+    """Per-sample field outputs (only those that were asked for are set)."""
+
+    rgb: Tensor | None = None
+    density: Tensor | None = None
+    feature: Tensor | None = None
+    coord: Tensor | None = None
+    """Predicted canonical coordinate minus the query point (the L_coord residual)."""
+    v_nerf: Tensor | None = None
+
+
+@dataclass
+class FeatureNeRFFieldConfig(InstantiateConfig):
+    """The conditioned MLP (the authors' ``ResnetFC`` inside ``PixelNeRFEmbedNet``)."""
+
+    _target: Type = field(default_factory=lambda: FeatureNeRFField)
+    hidden_dim: int = 512
+    """Width of every residual block; v_NeRF has this many channels."""
+    num_blocks: int = 5
+    """Residual blocks."""
+    combine_layer: int = 3
+    """Block at which multiple source views are averaged; the latent is injected before each earlier block."""
+    num_freqs: int = 6
+    """Positional-encoding frequencies of the point (in the source camera frame)."""
+    freq_factor: float = 1.5
+    """Base frequency of the positional encoding."""
+    use_viewdirs: bool = True
+    """Append the view direction (source camera frame, not encoded) to the MLP input."""
+
+
+class FeatureNeRFField(nn.Module):
+    """Maps world points + source-view conditioning to rgb, density, distilled feature, coordinate and v_NeRF."""
+
+    def __init__(self, config: FeatureNeRFFieldConfig, latent_size: int, feature_dim: int, regress_coord: bool):
+        super().__init__()
+        self.config = config
+        self.feature_dim = feature_dim
+        self.regress_coord = regress_coord
+        self.code = PositionalEncoding(config.num_freqs, config.freq_factor, include_input=True)
+        d_in = self.code.d_out + (3 if config.use_viewdirs else 0)
+        d_out = 4 + feature_dim + (3 if regress_coord else 0)
+        self.mlp = ResnetFC(d_in, latent_size, d_out, config.hidden_dim, config.num_blocks, config.combine_layer)
+
+    def condition(
+        self,
+        latent: Float[Tensor, "BS L h w"],
+        c2w: Float[Tensor, "BS 3 4"],
+        intrinsics: Float[Tensor, "BS 4"],
+        image_wh: tuple[int, int],
+        num_objects: int,
+    ) -> Conditioning:
+        """Build the conditioning from encoder latents and source cameras.
+
+        Args:
+            latent: encoder output per source view, object-major.
+            c2w: nerfstudio (OpenGL) camera-to-world of each source view.
+            intrinsics: ``[fx, fy, cx, cy]`` in nerfstudio's convention (pixel ``i`` centred at ``i + 0.5``).
+            image_wh: source image width and height.
+            num_objects: number of objects ``B``; ``BS / B`` views each.
+        """
+        rot = c2w[:, :3, :3].transpose(1, 2)
+        trans = -torch.bmm(rot, c2w[:, :3, 3:])
+        focal = torch.stack((intrinsics[:, 0], -intrinsics[:, 1]), dim=-1)
+        # The authors index pixels at integer coordinates; nerfstudio centres them at +0.5.
+        center = intrinsics[:, 2:4] - 0.5
+        return Conditioning(
+            latent_z=self.mlp.project_latent(latent),
+            w2c=torch.cat((rot, trans), dim=-1),
+            focal=focal,
+            center=center,
+            image_wh=torch.tensor(image_wh, dtype=latent.dtype, device=latent.device),
+            num_objects=num_objects,
+            num_views=latent.shape[0] // num_objects,
+        )
+
+    def forward(
+        self,
+        cond: Conditioning,
+        points: Float[Tensor, "B N 3"],
+        viewdirs: Float[Tensor, "B N 3"] | None,
+        outputs: frozenset[str] = frozenset({"rgb", "density", "feature", "coord"}),
+    ) -> FieldOutputs:
+        """Evaluate the field at ``N`` world points per object.
+
+        Args:
+            cond: conditioning of exactly these ``B`` objects.
+            points: query points (world = the object's canonical frame).
+            viewdirs: unit ray directions in world coordinates (required when the field uses them).
+            outputs: which of ``rgb``, ``density``, ``feature``, ``coord``, ``v_nerf`` to return.
+        """
+        B, N, _ = points.shape
+        S = cond.num_views
+        rot = cond.w2c[:, None, :, :3]  # (BS, 1, 3, 3)
+        pts = points.repeat_interleave(S, dim=0)  # (BS, N, 3)
+        xyz_rot = (rot @ pts.unsqueeze(-1))[..., 0]
+        xyz = xyz_rot + cond.w2c[:, None, :, 3]
+        # As the authors (normalize_z): the encoded position is rotated into the source frame, not translated.
+        mlp_in = self.code(xyz_rot.reshape(-1, 3))
+        if self.config.use_viewdirs:
+            dirs = (rot @ viewdirs.repeat_interleave(S, dim=0).unsqueeze(-1))[..., 0]
+            mlp_in = torch.cat((mlp_in, dirs.reshape(-1, 3)), dim=-1)
+
+        uv = -xyz[..., :2] / xyz[..., 2:] * cond.focal[:, None] + cond.center[:, None]
+        h, w = cond.latent_z.shape[-2:]
+        latent_wh = torch.tensor((w, h), dtype=uv.dtype, device=uv.device)
+        # Same normalisation as pixelNeRF's SpatialEncoder.index (align_corners=True, border padding).
+        uv = uv * (2.0 * latent_wh / ((latent_wh - 1) * cond.image_wh)) - 1.0
+        z = F.grid_sample(cond.latent_z, uv.unsqueeze(2), align_corners=True, mode="bilinear", padding_mode="border")
+        z = z[..., 0].transpose(1, 2).reshape(-1, z.shape[1])
+
+        v_nerf = self.mlp(mlp_in, z, B, S)  # (B*N, W)
+        return self.heads(v_nerf, points.reshape(-1, 3), outputs, B, N)
+
+    def heads(
+        self, v_nerf: Float[Tensor, "R W"], points: Float[Tensor, "R 3"], outputs: frozenset[str], B: int, N: int
+    ) -> FieldOutputs:
+        """Apply the one linear output layer to v_NeRF, computing only the rows that are needed."""
+        lin = self.mlp.lin_out
+        D = self.feature_dim
+        # Output order is the authors': rgb(3), sigma(1), feature(D), coord(3).
+        spans = {"rgb": (0, 3), "density": (3, 4), "feature": (4, 4 + D), "coord": (4 + D, 7 + D)}
+        wanted = [k for k in ("rgb", "density", "feature", "coord") if k in outputs and (k != "coord" or self.regress_coord)]
+        if not wanted and "v_nerf" not in outputs:
+            raise ValueError(f"nothing to compute among {sorted(outputs)}")
+        result = FieldOutputs()
+        if wanted:
+            lo, hi = spans[wanted[0]][0], spans[wanted[-1]][1]
+            out = F.linear(F.relu(v_nerf), lin.weight[lo:hi], lin.bias[lo:hi])
+            for k in wanted:
+                a, b = spans[k][0] - lo, spans[k][1] - lo
+                setattr(result, k, out[:, a:b].reshape(B, N, b - a))
+            if result.rgb is not None:
+                result.rgb = torch.sigmoid(result.rgb)
+            if result.density is not None:
+                result.density = F.relu(result.density)
+            if result.coord is not None:
+                result.coord = result.coord - points.view(B, N, 3)
+        if "v_nerf" in outputs:
+            result.v_nerf = v_nerf.view(B, N, -1)
+        return result

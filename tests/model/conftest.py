@@ -1,0 +1,18 @@
+import pytest
+import torch
+
+from featurenerf_ns.model.encoder import SpatialEncoder, SpatialEncoderConfig
+from featurenerf_ns.model.field import FeatureNeRFField, FeatureNeRFFieldConfig
+
+
+@pytest.fixture
+def tiny_field():
+    torch.manual_seed(0)
+    encoder = SpatialEncoder(SpatialEncoderConfig(backbone="resnet18", num_layers=2, weights=None))
+    field = FeatureNeRFField(
+        FeatureNeRFFieldConfig(hidden_dim=32, num_blocks=5, combine_layer=3), encoder.latent_size, 8, True
+    )
+    # fc_1 starts at zero in the authors' init; randomise so every block matters in the tests.
+    for block in field.mlp.blocks:
+        torch.nn.init.normal_(block.fc_1.weight, std=0.1)
+    return encoder.eval(), field

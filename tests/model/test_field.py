@@ -1,0 +1,111 @@
+"""The field's fast formulation against the authors' formulation, and multi-view pooling."""
+
+import torch
+import torch.nn.functional as F
+
+from tests.model.helpers import look_at_cameras
+
+
+def authors_field(encoder_latent, field, c2w, intr, image_wh, points, viewdirs, num_views):
+    """The authors' computation order: sample the raw latent, apply lin_z to every sample."""
+    cond = field.condition(encoder_latent, c2w, intr, image_wh, points.shape[0])
+    B, N, _ = points.shape
+    S = num_views
+    pts = points.repeat_interleave(S, 0)
+    xyz_rot = (cond.w2c[:, None, :, :3] @ pts.unsqueeze(-1))[..., 0]
+    xyz = xyz_rot + cond.w2c[:, None, :, 3]
+    dirs = (cond.w2c[:, None, :, :3] @ viewdirs.repeat_interleave(S, 0).unsqueeze(-1))[..., 0]
+    x_in = torch.cat((field.code(xyz_rot.reshape(-1, 3)), dirs.reshape(-1, 3)), -1)
+    uv = -xyz[..., :2] / xyz[..., 2:] * cond.focal[:, None] + cond.center[:, None]
+    h, w = encoder_latent.shape[-2:]
+    scale = torch.tensor([w, h]) / (torch.tensor([w, h]) - 1) * 2.0 / torch.tensor(image_wh)
+    lat = F.grid_sample(encoder_latent, (uv * scale - 1).unsqueeze(2), align_corners=True, padding_mode="border")
+    lat = lat[..., 0].transpose(1, 2).reshape(-1, encoder_latent.shape[1])
+    mlp = field.mlp
+    x = mlp.lin_in(x_in)
+    for i, blk in enumerate(mlp.blocks):
+        if i == mlp.combine_layer:
+            x = x.view(B, S, N, -1).mean(1).reshape(B * N, -1)
+        if i < len(mlp.lin_z):
+            x = x + mlp.lin_z[i](lat)
+        x = x + blk.fc_1(F.relu(blk.fc_0(F.relu(x))))
+    return x, mlp.lin_out(F.relu(x))
+
+
+def _inputs(num_views, B=2, N=50, size=32):
+    c2w = look_at_cameras(B * num_views)
+    f = size / (2 * torch.tan(torch.tensor(0.6911 / 2)))
+    intr = torch.tensor([f, f, size / 2 + 0.5, size / 2 + 0.5]).expand(B * num_views, 4)
+    points = (torch.rand(B, N, 3) - 0.5) * 0.6
+    viewdirs = F.normalize(torch.randn(B, N, 3), dim=-1)
+    return c2w, intr, points, viewdirs
+
+
+def test_field_matches_authors_formulation(tiny_field):
+    encoder, field = tiny_field
+    for num_views in (1, 2):
+        c2w, intr, points, viewdirs = _inputs(num_views)
+        images = torch.rand(c2w.shape[0], 3, 32, 32)
+        with torch.no_grad():
+            latent = encoder(images)
+            cond = field.condition(latent, c2w, intr, (32, 32), 2)
+            out = field(cond, points, viewdirs, frozenset({"rgb", "density", "feature", "coord", "v_nerf"}))
+            v_ref, raw = authors_field(latent, field, c2w, intr, (32, 32), points, viewdirs, num_views)
+        torch.testing.assert_close(out.v_nerf.reshape(-1, 32), v_ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.rgb.reshape(-1, 3), torch.sigmoid(raw[:, :3]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.density.reshape(-1, 1), torch.relu(raw[:, 3:4]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.feature.reshape(-1, 8), raw[:, 4:12], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.coord.reshape(-1, 3), raw[:, 12:] - points.reshape(-1, 3), rtol=1e-4, atol=1e-5)
+
+
+def test_grad_and_nograd_paths_agree(tiny_field):
+    encoder, field = tiny_field
+    c2w, intr, points, viewdirs = _inputs(1)
+    latent = encoder(torch.rand(2, 3, 32, 32))
+    cond = field.condition(latent, c2w, intr, (32, 32), 2)
+    with_grad = field(cond, points, viewdirs, frozenset({"rgb", "v_nerf"}))
+    with torch.no_grad():
+        without = field(cond, points, viewdirs, frozenset({"rgb", "v_nerf"}))
+    torch.testing.assert_close(with_grad.v_nerf, without.v_nerf, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(with_grad.rgb, without.rgb)
+
+
+def test_multiview_pooling_of_identical_views_equals_single_view(tiny_field):
+    encoder, field = tiny_field
+    c2w, intr, points, viewdirs = _inputs(1)
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        single = field(field.condition(encoder(images), c2w, intr, (32, 32), 2), points, viewdirs,
+                       frozenset({"rgb", "density", "v_nerf"}))
+        doubled = images.repeat_interleave(2, 0)
+        cond2 = field.condition(encoder(doubled), c2w.repeat_interleave(2, 0), intr.repeat_interleave(2, 0), (32, 32), 2)
+        assert cond2.num_views == 2
+        double = field(cond2, points, viewdirs, frozenset({"rgb", "density", "v_nerf"}))
+    torch.testing.assert_close(double.v_nerf, single.v_nerf, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(double.density, single.density, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_reach_the_encoder(tiny_field):
+    encoder, field = tiny_field
+    encoder.train()
+    c2w, intr, points, viewdirs = _inputs(1)
+    cond = field.condition(encoder(torch.rand(2, 3, 32, 32)), c2w, intr, (32, 32), 2)
+    out = field(cond, points, viewdirs, frozenset({"rgb", "feature"}))
+    (out.rgb.sum() + out.feature.sum()).backward()
+    grads = [p.grad for p in encoder.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert encoder.model.conv1.weight.grad.abs().sum() > 0
+
+
+def test_positional_encoding_layout():
+    from featurenerf_ns.model.field import PositionalEncoding
+
+    pe = PositionalEncoding(num_freqs=2, freq_factor=1.5)
+    x = torch.tensor([[0.1, -0.2, 0.3]])
+    out = pe(x)[0]
+    assert out.shape == (3 + 2 * 2 * 3,)
+    torch.testing.assert_close(out[:3], x[0])
+    torch.testing.assert_close(out[3:6], torch.sin(1.5 * x[0]))
+    torch.testing.assert_close(out[6:9], torch.cos(1.5 * x[0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[9:12], torch.sin(3.0 * x[0]))
