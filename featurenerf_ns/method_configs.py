@@ -70,7 +70,7 @@ def _cpu() -> TrainerConfig:
             datamanager=FeatureNeRFDataManagerConfig(
                 dataparser=FeatureNeRFDataParserConfig(image_size=64),
                 objects_per_batch=4,
-                rays_per_object=256,
+                rays_per_object=128,
                 target_views_per_object=8,
                 bbox_sampling_steps=1000,
                 eval_num_triples=50,

@@ -28,7 +28,6 @@ from nerfstudio.model_components.ray_generators import RayGenerator
 from torch import Tensor
 
 from featurenerf_ns.data.images import foreground_bbox, load_view
-from featurenerf_ns.dataparsers.base import read_image_size
 from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.dataparsers.records import ObjectRecord
 from featurenerf_ns.teachers.store import open_teacher_features
@@ -104,8 +103,11 @@ class FeatureNeRFDataManager(DataManager):
         meta = self.train_dataparser_outputs.metadata
         self.image_hw: tuple[int, int] = tuple(meta["image_size"])  # type: ignore[assignment]
         self.white_background = bool(meta.get("white_background", False))
-        self.native_hw = read_image_size(meta["objects"][0].image_paths[0])
+        self.native_hw: tuple[int, int] = tuple(meta["native_image_size"])  # type: ignore[assignment]
         self._pool = ThreadPoolExecutor(max_workers=max(1, config.num_workers))
+        # A separate thread assembles the next step's batch; it waits on the loader pool, so it must
+        # not occupy one of the pool's workers.
+        self._prefetch = ThreadPoolExecutor(max_workers=1)
         self._rng = random.Random(config.seed + local_rank)
         self._pending: tuple[int, Future] | None = None
         super().__init__()
@@ -188,7 +190,7 @@ class FeatureNeRFDataManager(DataManager):
         else:
             loaded = self._load_plan(self._plan_train())
         next_plan = self._plan_train()
-        self._pending = (step + 1, self._pool.submit(self._load_plan, next_plan))
+        self._pending = (step + 1, self._prefetch.submit(self._load_plan, next_plan))
         return loaded
 
     def next_train(self, step: int) -> tuple[RayBundle, dict]:

@@ -1,0 +1,23 @@
+"""Entry points ``nerfstudio.dataparser_configs``: ``featurenerf-data`` and ``featurenerf-srn``.
+
+nerfstudio imports this module while its datamanager module is still half imported, so it (and
+what it imports) must not import datamanagers, pipelines, models or method configs.
+"""
+
+from __future__ import annotations
+
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+
+from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.dataparsers.srn_dataparser import SRNDataParserConfig
+
+featurenerf_data = DataParserSpecification(
+    config=FeatureNeRFDataParserConfig(),
+    description="FeatureNeRF's processed ShapeNet layout (img/, camera/, annotations, teacher features); "
+    "--data <root>/<category>, default: the embedded synthetic chairs",
+)
+
+featurenerf_srn = DataParserSpecification(
+    config=SRNDataParserConfig(),
+    description="pixelNeRF's SRN ShapeNet renders (srn_cars, srn_chairs); --data <root>/cars",
+)

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from tests.model.helpers import look_at_cameras
+from featurenerf_ns.utils.cameras import random_upper_hemisphere as look_at_cameras
 
 
 def authors_field(encoder_latent, field, c2w, intr, image_wh, points, viewdirs, num_views):

@@ -11,7 +11,7 @@ from featurenerf_ns.model.rendering import (
     sample_coarse,
     sample_importance,
 )
-from tests.model.helpers import look_at_cameras
+from featurenerf_ns.utils.cameras import random_upper_hemisphere as look_at_cameras
 
 ALL = frozenset({"rgb", "feature", "coord", "v_nerf"})
 

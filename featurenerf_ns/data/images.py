@@ -1,0 +1,99 @@
+"""Loading one view of one object the way the authors' loaders do.
+
+RGBA renders (the authors' layout) are composited on black (or white), and their alpha is the
+mask. RGB renders without alpha (SRN) are on white; their mask is the non-white pixels, with
+pixelNeRF's rule: a pixel is foreground when none of its channels is 255 (RGBA files whose alpha
+is fully opaque are treated the same way when ``white_background`` is set). Resizing uses area
+interpolation on the composited image and the mask, as ``F.interpolate(..., mode="area")`` in the
+authors' datasets.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from PIL import Image
+
+from featurenerf_ns.utils.io import DataError
+
+
+def load_view(
+    path: os.PathLike | str,
+    size: int | tuple[int, int] | None = None,
+    white_background: bool = False,
+    expected_size: tuple[int, int] | None = None,
+) -> Float[np.ndarray, "H W 4"]:
+    """Read an image as composited RGB plus mask.
+
+    Args:
+        path: PNG/JPEG file, RGBA (alpha = mask) or RGB (mask = non-white pixels).
+        size: output size, an int for square images or ``(H, W)``; None keeps the stored size.
+        white_background: composite RGBA images on white instead of black.
+        expected_size: ``(H, W)`` the file must have before resizing (the size the dataparser read
+            from the category's first image); None accepts any size.
+
+    Returns:
+        ``(H, W, 4)`` float32 in [0, 1]: RGB composited on the background, then the mask.
+
+    Raises:
+        DataError: naming the file, when it cannot be read, has the wrong size, or has an empty mask.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+            arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+    except FileNotFoundError:
+        raise DataError(path, "image not found") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(path, f"not a readable image ({e})") from None
+    if expected_size is not None and tuple(arr.shape[:2]) != tuple(expected_size):
+        raise DataError(
+            path,
+            f"image is {arr.shape[0]}x{arr.shape[1]} (HxW) but the category's images are "
+            f"{expected_size[0]}x{expected_size[1]}",
+        )
+
+    if has_alpha and white_background and (arr[..., 3] == 255).all():
+        # SRN renders saved as RGBA carry no mask in alpha; treat them like RGB renders.
+        has_alpha, arr = False, arr[..., :3]
+    rgb = arr[..., :3].astype(np.float32) / 255.0
+    if has_alpha:
+        alpha = arr[..., 3].astype(np.float32) / 255.0
+        bg = 1.0 if white_background else 0.0
+        rgb = rgb * alpha[..., None] + bg * (1.0 - alpha[..., None])
+    else:
+        alpha = (arr[..., :3] != 255).all(axis=-1).astype(np.float32)
+    if not alpha.any():
+        raise DataError(path, "empty mask: no foreground pixel (alpha is 0 everywhere, or the image is all white)")
+
+    out = np.concatenate([rgb, alpha[..., None]], axis=-1)
+    if size is not None:
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        if hw != out.shape[:2]:
+            t = torch.from_numpy(out).permute(2, 0, 1)[None]
+            out = F.interpolate(t, size=hw, mode="area")[0].permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def foreground_bbox(alpha: np.ndarray | torch.Tensor) -> tuple[int, int, int, int]:
+    """Bounding box ``(cmin, rmin, cmax, rmax)`` (inclusive) of the pixels where ``alpha > 0``.
+
+    Same order as the authors' ``bbox`` (columns first). ``alpha`` is ``(H, W)`` or ``(H, W, 1)``.
+
+    Raises:
+        ValueError: when no pixel is foreground.
+    """
+    a = alpha.detach().cpu().numpy() if isinstance(alpha, torch.Tensor) else np.asarray(alpha)
+    if a.ndim == 3:
+        a = a[..., 0]
+    mask = a > 0
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("empty mask: no foreground pixel")
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])

@@ -1,0 +1,293 @@
+"""Dataparser for the authors' processed ShapeNet layout (see :mod:`featurenerf_ns.layout`).
+
+``--data <root>/<category>`` where ``<category>`` is a name (``chair``) or a synset id
+(``03001627``): files live under ``<root>/img/<synset>/...``, so ``<root>/<category>`` itself need
+not exist. ``--data synthetic/<category>`` (the default) generates the embedded synthetic category
+when that root has no split file for it.
+
+Parsing reads the split file, each object's camera JSON and a listing of each image folder, and
+the header of one image; images, annotations and teacher features are opened later, lazily, by the
+datamanager.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from featurenerf_ns.categories import Category, resolve_category
+from featurenerf_ns.dataparsers.base import (
+    SPLITS,
+    CategoryDataParser,
+    CategoryDataParserConfig,
+    ParsedObject,
+    cap_objects,
+    list_images,
+    read_image_size,
+)
+from featurenerf_ns.layout import DINO_TEACHER_FOLDER, SYNTHETIC_TEACHER_FOLDER, CategoryLayout
+from featurenerf_ns.utils.io import DataError, read_json
+
+SYNTHETIC_ROOT_NAME = "synthetic"
+"""``--data synthetic/<category>`` names the embedded synthetic data."""
+
+EXCLUDED_OBJECTS = frozenset({"f9c1d7748c15499c6f2bd1c4e9adb41"})
+"""Objects the authors' loader drops from every split (broken in their processed data)."""
+
+# Annotation folders and the ObjectRecord field each one fills.
+_ANNOTATION_FOLDERS = {
+    "kp_2d_path": "kp_2d_anno",
+    "kp_3d_path": "kp_3d_anno",
+    "part_2d_path": "part_2d_anno",
+    "part_3d_path": "part_3d_anno",
+}
+
+
+@dataclass
+class FeatureNeRFDataParserConfig(CategoryDataParserConfig):
+    """The authors' processed ShapeNet layout (img/, camera/, annotations, teacher features, splits)."""
+
+    _target: type = field(default_factory=lambda: FeatureNeRFDataParser)
+    data: Path = Path("synthetic/chair")
+    """<root>/<category>, category given by name (chair) or synset id (03001627); files are read from
+    <root>/img/<synset>, <root>/camera/<synset>, ... 'synthetic/<category>' uses (and if needed
+    generates) the embedded synthetic data."""
+    splits_file: Path | None = None
+    """Split file (JSON with train/val/test lists of object ids). Default: <root>/splits/<synset>.json,
+    else <root>/assets/splits/<synset>.json (the authors' repository layout)."""
+    teacher: str = "auto"
+    """Teacher feature folder under <root>: 'auto' = synth_feat_32 if present, else dino_feat_256 if
+    present, else none; 'none' = no teacher; any other value = that folder (must exist)."""
+    near: float = 0.8
+    """Near distance along (unit) rays."""
+    far: float = 1.8
+    """Far distance along (unit) rays."""
+    synthetic_objects: int = 100
+    """Number of objects of the embedded synthetic category when it has to be generated."""
+
+
+class FeatureNeRFDataParser(CategoryDataParser):
+    """Reads the authors' layout into cameras (object after object) and per-object records."""
+
+    config: FeatureNeRFDataParserConfig
+
+    def __init__(self, config: FeatureNeRFDataParserConfig):
+        super().__init__(config)
+        self._resolved: tuple[CategoryLayout, Category, Path, dict] | None = None
+        self._native_hw: tuple[int, int] | None = None
+        self._teacher_dim: int | None = None
+
+    # ----------------------------------------------------------------------------------------- paths
+    def _resolve(self) -> tuple[CategoryLayout, Category, Path, dict]:
+        """Data root, category, split file and its contents (once per parser)."""
+        if self._resolved is not None:
+            return self._resolved
+        data = Path(self.config.data)
+        try:
+            category = resolve_category(data.name)
+        except ValueError as e:
+            raise DataError(data, f"{e} (--data is <root>/<category>)") from None
+        root = data.parent
+        split_file = self._find_split_file(root, category.synset)
+        if split_file is None and root.name == SYNTHETIC_ROOT_NAME and self.config.splits_file is None:
+            from featurenerf_ns.synthetic.generate import ensure_default_category
+
+            # The default 'synthetic/<category>' lives in the user's cache; an explicit '<dir>/synthetic/<category>'
+            # is generated where it was named.
+            cache_dir = None if root == Path(SYNTHETIC_ROOT_NAME) else root.parent
+            root = Path(
+                ensure_default_category(category.name, num_objects=self.config.synthetic_objects, cache_dir=cache_dir)
+            )
+            CONSOLE.print(f"Using the embedded synthetic '{category.name}' data in {root}")
+            split_file = self._find_split_file(root, category.synset)
+        if not root.is_dir():
+            raise DataError(root, "data root not found")
+        if split_file is None:
+            layout = CategoryLayout(root, category.synset)
+            raise DataError(
+                layout.split_file(),
+                f"split file not found (nor {root / 'assets' / 'splits' / f'{category.synset}.json'}); "
+                "pass --splits-file",
+            )
+        splits = read_json(split_file)
+        if not isinstance(splits, dict):
+            raise DataError(split_file, "expected a JSON object with 'train', 'val' and 'test' lists")
+        self._resolved = (CategoryLayout(root, category.synset), category, split_file, splits)
+        return self._resolved
+
+    def _find_split_file(self, root: Path, synset: str) -> Path | None:
+        if self.config.splits_file is not None:
+            path = Path(self.config.splits_file)
+            if not path.is_file():
+                raise DataError(path, "split file not found (--splits-file)")
+            return path
+        for candidate in (root / "splits" / f"{synset}.json", root / "assets" / "splits" / f"{synset}.json"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _teacher_folder(self, layout: CategoryLayout) -> str | None:
+        choice = self.config.teacher
+        if choice == "none":
+            return None
+        if choice == "auto":
+            for folder in (SYNTHETIC_TEACHER_FOLDER, DINO_TEACHER_FOLDER):
+                if (layout.root / folder / layout.synset).is_dir():
+                    return folder
+            return None
+        if not (layout.root / choice / layout.synset).is_dir():
+            raise DataError(layout.root / choice / layout.synset, "teacher feature folder not found (--teacher)")
+        return choice
+
+    # -------------------------------------------------------------------------------------- parsing
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        layout, category, split_file, splits = self._resolve()
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        ids = self._split_ids(split_file, splits, split)
+        if not ids and split == "val" and self._split_ids(split_file, splits, "test"):
+            # Small data sets (e.g. a few synthetic objects) may have no validation objects.
+            CONSOLE.print(f"[yellow]{split_file}: split 'val' lists no objects; validating on 'test'")
+            ids = self._split_ids(split_file, splits, "test")
+        if not ids:
+            raise DataError(split_file, f"split {split!r} lists no objects")
+
+        teacher = self._teacher_folder(layout)
+        # One listing per annotation folder instead of one stat per object and file.
+        present = {key: _npz_names(layout.root / folder / layout.synset) for key, folder in _ANNOTATION_FOLDERS.items()}
+        if teacher is not None:
+            present["teacher_path"] = _npz_names(layout.root / teacher / layout.synset)
+        meshes = _names(layout.root / "mesh" / layout.synset)
+
+        objects = []
+        for obj_id in ids:
+            obj = self._parse_object(layout, obj_id, split_file)
+            for key, names in present.items():
+                if f"{obj_id}.npz" in names:
+                    folder = teacher if key == "teacher_path" else _ANNOTATION_FOLDERS[key]
+                    obj.files[key] = str(layout.root / folder / layout.synset / f"{obj_id}.npz")
+            if f"{obj_id}.ply" in meshes:
+                obj.files["mesh_path"] = str(layout.mesh(obj_id))
+            objects.append(obj)
+
+        if self._native_hw is None:
+            self._native_hw = read_image_size(objects[0].image_paths[0])
+        if teacher is not None and self._teacher_dim is None and present["teacher_path"]:
+            # Any file of the folder will do (a split, e.g. val, may have no teacher features).
+            first = min(present["teacher_path"])
+            self._teacher_dim = _read_teacher_dim(layout.root / teacher / layout.synset / first)
+        teacher_dim = self._teacher_dim if teacher is not None else None
+        return self._assemble(
+            objects,
+            self._native_hw,
+            white_background=False,
+            metadata={
+                "category": category.name,
+                "synset": category.synset,
+                "near": float(self.config.near),
+                "far": float(self.config.far),
+                "data_root": str(layout.root),
+                "teacher_folder": teacher,
+                "teacher_dim": teacher_dim,
+                "split_file": str(split_file),
+            },
+        )
+
+    def _split_ids(self, split_file: Path, splits: dict, split: str) -> list[str]:
+        ids = splits.get(split)
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise DataError(split_file, f"expected a list of object ids under {split!r}")
+        return cap_objects([i for i in ids if i not in EXCLUDED_OBJECTS], self.config.max_objects)
+
+    def _parse_object(self, layout: CategoryLayout, obj_id: str, split_file: Path) -> ParsedObject:
+        cam_path = layout.camera_json(obj_id)
+        img_dir = layout.image_dir(obj_id)
+        if not cam_path.is_file() and not img_dir.is_dir():
+            raise DataError(split_file, f"lists object {obj_id!r}, which has neither {cam_path} nor {img_dir}")
+        cams = read_json(cam_path)
+        images = list_images(img_dir)
+        try:
+            frames = cams["frames"]
+            if not isinstance(frames, list):
+                raise TypeError("'frames' is not a list")
+            poses = np.asarray([f["transform_matrix"] for f in frames], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as e:
+            problem = f"malformed camera file, expected 'frames' with 'transform_matrix' ({e})"
+            raise DataError(cam_path, problem) from None
+        if len(frames) != len(images):
+            raise DataError(cam_path, f"has {len(frames)} frames but {img_dir} has {len(images)} images")
+        if len(frames) == 0:
+            raise DataError(cam_path, "has no frames")
+        if poses.shape[1:] != (4, 4):
+            raise DataError(cam_path, f"transform_matrix must be 4x4, got shape {poses.shape[1:]}")
+
+        image_set = set(images)
+        prefix = os.path.join(img_dir, "")  # string joins: pathlib costs more than the JSON parsing here
+        paths = []
+        for i, frame in enumerate(frames):
+            name = frame.get("file_path") if isinstance(frame, dict) else None
+            if name is None:
+                name = images[i]
+            else:
+                name = os.path.basename(str(name))
+                if name not in image_set and f"{name}.png" in image_set:
+                    name = f"{name}.png"
+                if name not in image_set:
+                    raise DataError(cam_path, f"frame {i} names {frame['file_path']!r}, which is not in {img_dir}")
+            paths.append(prefix + name)
+
+        intrinsics = np.empty((len(frames), 4), dtype=np.float64)
+        fov = cams.get("camera_angle_x")
+        for i, frame in enumerate(frames):
+            given = frame.get("intrinsics")
+            if given is not None:
+                if not (isinstance(given, list) and len(given) == 4):
+                    raise DataError(cam_path, f"frame {i}: 'intrinsics' must be [fx, fy, cx, cy]")
+                intrinsics[i] = given
+            elif fov is None:
+                raise DataError(cam_path, f"frame {i} has no 'intrinsics' and the file has no 'camera_angle_x'")
+            else:
+                intrinsics[i] = np.nan  # filled below, once the image size is known
+        if np.isnan(intrinsics).any():
+            if self._native_hw is None:
+                self._native_hw = read_image_size(paths[0])
+            h, w = self._native_hw
+            try:
+                focal = w / (2.0 * math.tan(float(fov) / 2.0))
+            except (TypeError, ValueError):
+                raise DataError(cam_path, f"camera_angle_x must be a number, got {fov!r}") from None
+            missing = np.isnan(intrinsics[:, 0])
+            intrinsics[missing] = (focal, focal, w / 2.0, h / 2.0)
+        return ParsedObject(obj_id=obj_id, image_paths=paths, c2w_opencv=poses, intrinsics=intrinsics)
+
+
+def _names(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+def _npz_names(folder: Path) -> set[str]:
+    return {n for n in _names(folder) if n.endswith(".npz")}
+
+
+def _read_teacher_dim(path: Path) -> int:
+    """Channel count of a teacher file's ``feats`` ``(NV, D, h, w)``, read from the array header only."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("feats.npy") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(f)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(path, f"not a readable teacher feature file with a 'feats' array ({e})") from None
+    if len(shape) != 4:
+        raise DataError(path, f"'feats' must be (NV, D, h, w), got shape {shape}")
+    return int(shape[1])
