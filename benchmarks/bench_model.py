@@ -35,8 +35,9 @@ def model_for(name: str, feature_dim: int = 384):
     model_cfg.feature_dim = feature_dim
     from nerfstudio.data.scene_box import SceneBox
 
-    model = model_cfg.setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1,
-                            metadata={"near": 0.8, "far": 1.8})
+    model = model_cfg.setup(
+        scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1, metadata={"near": 0.8, "far": 1.8}
+    )
     size = cfg.datamanager.dataparser.image_size or 128
     return model, cfg.datamanager, size
 
@@ -124,8 +125,15 @@ def bench_render(name: str) -> dict:
     c2w, intr = random_cameras(2, size)
     from nerfstudio.cameras.cameras import Cameras
 
-    camera = Cameras(camera_to_worlds=c2w[1:], fx=intr[1:, :1], fy=intr[1:, 1:2], cx=intr[1:, 2:3], cy=intr[1:, 3:4],
-                     width=size, height=size)
+    camera = Cameras(
+        camera_to_worlds=c2w[1:],
+        fx=intr[1:, :1],
+        fy=intr[1:, 1:2],
+        cx=intr[1:, 2:3],
+        cy=intr[1:, 3:4],
+        width=size,
+        height=size,
+    )
     with torch.no_grad():
         cond = model.encode(torch.rand(1, 1, 3, size, size), c2w[:1, None], intr[:1, None])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -134,8 +142,12 @@ def bench_render(name: str) -> dict:
     t = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert out["v_nerf"].shape == (size, size, model.field.mlp.width)
-    return {"render_s": t, "render_size": size, "render_peak_extra_mb": (peak - base) / 1024,
-            "render_peak_rss_mb": peak / 1024}
+    return {
+        "render_s": t,
+        "render_size": size,
+        "render_peak_extra_mb": (peak - base) / 1024,
+        "render_peak_rss_mb": peak / 1024,
+    }
 
 
 def main() -> None:
@@ -157,23 +169,34 @@ def main() -> None:
         res = {"matmul_gflops": mm, **bench_mlp(model, args.repeats)}
         res.update(bench_train_step(model, dm, size, args.repeats))
         if not args.skip_render:
-            proc = subprocess.run([sys.executable, __file__, "--render-only", name], capture_output=True, text=True,
-                                  check=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--render-only", name], capture_output=True, text=True, check=True
+            )
             res.update(json.loads(proc.stdout.strip().splitlines()[-1]))
         mm_now = matmul_gflops(args.repeats)
         print(f"\n== {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {size}px) ==")
-        print(f"  MLP forward:        {res['mlp_fwd_samples_per_s']:,.0f} samples/s, {res['mlp_fwd_gflops']:.1f} GFLOP/s"
-              f" = {res['mlp_fwd_gflops'] / mm:.0%} of matmul")
-        print(f"  MLP fwd+bwd:        {res['mlp_train_samples_per_s']:,.0f} samples/s, {res['mlp_train_gflops']:.1f}"
-              f" GFLOP/s = {res['mlp_train_gflops'] / mm:.0%} of matmul")
-        print(f"  training step:      {res['train_step_s']:.3f} s ({res['train_mlp_samples_per_s']:,.0f} MLP samples/s)")
+        print(
+            f"  MLP forward:        {res['mlp_fwd_samples_per_s']:,.0f} samples/s, {res['mlp_fwd_gflops']:.1f} GFLOP/s"
+            f" = {res['mlp_fwd_gflops'] / mm:.0%} of matmul"
+        )
+        print(
+            f"  MLP fwd+bwd:        {res['mlp_train_samples_per_s']:,.0f} samples/s, {res['mlp_train_gflops']:.1f}"
+            f" GFLOP/s = {res['mlp_train_gflops'] / mm:.0%} of matmul"
+        )
+        print(
+            f"  training step:      {res['train_step_s']:.3f} s ({res['train_mlp_samples_per_s']:,.0f} MLP samples/s)"
+        )
         if "render_s" in res:
-            print(f"  {size}x{size} v_NeRF render: {res['render_s']:.2f} s, peak +{res['render_peak_extra_mb']:.0f} MB "
-                  f"(process peak {res['render_peak_rss_mb']:.0f} MB)")
+            print(
+                f"  {size}x{size} v_NeRF render: {res['render_s']:.2f} s, peak +{res['render_peak_extra_mb']:.0f} MB "
+                f"(process peak {res['render_peak_rss_mb']:.0f} MB)"
+            )
         print(f"  matmul re-measured after: {mm_now:.1f} GFLOP/s (drift check)")
         if name == "paper":
-            print(f"  vs the authors on this machine: training step {11.65 / res['train_step_s']:.1f}x faster"
-                  + (f", render {168 / res['render_s']:.1f}x faster" if "render_s" in res else ""))
+            print(
+                f"  vs the authors on this machine: training step {11.65 / res['train_step_s']:.1f}x faster"
+                + (f", render {168 / res['render_s']:.1f}x faster" if "render_s" in res else "")
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Method configurations registered with nerfstudio (entry points ``nerfstudio.method_configs``).
 
-``featurenerf`` is the paper's configuration; ``featurenerf-nerf-feature`` is its "NeRF feature"
+``featurenerf`` is the paper's configuration (DINO teacher); ``featurenerf-diffusion`` distils
+Latent Diffusion features instead; ``featurenerf-nerf-feature`` is its "NeRF feature"
 baseline (the same network trained without distillation or coordinate loss, i.e. pixelNeRF);
 ``featurenerf-cpu`` trains usefully on a 2-core CPU in about 15 minutes; ``featurenerf-tiny`` is a
 seconds-long smoke test. Method names are stable API: ``ns-eval`` finds a run's method by name.
@@ -57,6 +58,15 @@ def _nerf_feature() -> TrainerConfig:
     return config
 
 
+def _diffusion() -> TrainerConfig:
+    config = _paper()
+    config.method_name = "featurenerf-diffusion"
+    # Features cached by `featurenerf-teacher diffusion` (960 channels at 128x128, the paper's shape).
+    config.pipeline.datamanager.dataparser = FeatureNeRFDataParserConfig(teacher="diffusion_feat_128")
+    config.pipeline.model = dataclasses.replace(config.pipeline.model, feature_dim=960)
+    return config
+
+
 def _cpu() -> TrainerConfig:
     return TrainerConfig(
         method_name="featurenerf-cpu",
@@ -64,7 +74,7 @@ def _cpu() -> TrainerConfig:
         steps_per_eval_image=1000,
         steps_per_eval_all_images=100_000,
         steps_per_save=500,
-        max_num_iterations=3000,
+        max_num_iterations=2000,
         mixed_precision=False,
         pipeline=FeatureNeRFPipelineConfig(
             datamanager=FeatureNeRFDataManagerConfig(
@@ -133,6 +143,10 @@ featurenerf = MethodSpecification(
 featurenerf_nerf_feature = MethodSpecification(
     config=_nerf_feature(),
     description="FeatureNeRF's 'NeRF feature' baseline: the same network without distillation (pixelNeRF)",
+)
+featurenerf_diffusion = MethodSpecification(
+    config=_diffusion(),
+    description="FeatureNeRF distilled from Latent Diffusion U-Net features (d_embed 960; see featurenerf-teacher)",
 )
 featurenerf_cpu = MethodSpecification(
     config=_cpu(),

@@ -7,12 +7,13 @@ Objects are sharded by rank under nerfstudio's DDP (``--machine.num-devices``).
 
 from __future__ import annotations
 
+import functools
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, Type
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from torch import Tensor
 from featurenerf_ns.data.images import foreground_bbox, load_view
 from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.dataparsers.records import ObjectRecord
+from featurenerf_ns.teachers.diffusion import DiffusionTeacherConfig
+from featurenerf_ns.teachers.dino import DinoTeacherConfig
+from featurenerf_ns.teachers.online import OnlineTeacher
 from featurenerf_ns.teachers.store import open_teacher_features
 
 
@@ -37,7 +41,7 @@ from featurenerf_ns.teachers.store import open_teacher_features
 class FeatureNeRFDataManagerConfig(DataManagerConfig):
     """Samples objects, source views and target rays for a category-level generalizable NeRF."""
 
-    _target: Type = field(default_factory=lambda: FeatureNeRFDataManager)
+    _target: type = field(default_factory=lambda: FeatureNeRFDataManager)
     dataparser: AnnotatedDataParserUnion = field(default_factory=FeatureNeRFDataParserConfig)
     """Which dataparser reads the category."""
     objects_per_batch: int = 4
@@ -61,6 +65,9 @@ class FeatureNeRFDataManagerConfig(DataManagerConfig):
     """Seed that draws the eval triples."""
     seed: int = 42
     """Seed of the training sampler (offset by rank)."""
+    online_teacher: DinoTeacherConfig | DiffusionTeacherConfig | None = None
+    """Compute teacher features on the fly for the loaded target views (for users with a GPU and little disk)
+    instead of reading the cached teacher folder; None reads the cache."""
 
 
 @dataclass
@@ -96,6 +103,12 @@ class FeatureNeRFDataManager(DataManager):
             config.dataparser.data = Path(config.data)
         self.dataparser = config.dataparser.setup()
         self.train_dataparser_outputs: DataparserOutputs = self.dataparser.get_dataparser_outputs(split="train")
+        self.online_teacher: OnlineTeacher | None = None
+        if config.online_teacher is not None:
+            meta = self.train_dataparser_outputs.metadata
+            self.online_teacher = OnlineTeacher(config.online_teacher, category=meta.get("category"), device=device)
+            # The model sizes its feature head from this, so it must be set before the datasets copy the metadata.
+            meta["teacher_dim"] = self.online_teacher.dim
         eval_split = "val" if test_mode == "val" else "test"
         self.eval_dataparser_outputs: DataparserOutputs = self.dataparser.get_dataparser_outputs(split=eval_split)
         self.train_dataset = InputDataset(self.train_dataparser_outputs)
@@ -104,6 +117,8 @@ class FeatureNeRFDataManager(DataManager):
         self.image_hw: tuple[int, int] = tuple(meta["image_size"])  # type: ignore[assignment]
         self.white_background = bool(meta.get("white_background", False))
         self.native_hw: tuple[int, int] = tuple(meta["native_image_size"])  # type: ignore[assignment]
+        # Reopening the authors' .npz unpacks it; keep recently used objects' feature files open.
+        self._open_teacher = functools.lru_cache(maxsize=64)(open_teacher_features)
         self._pool = ThreadPoolExecutor(max_workers=max(1, config.num_workers))
         # A separate thread assembles the next step's batch; it waits on the loader pool, so it must
         # not occupy one of the pool's workers.
@@ -145,15 +160,15 @@ class FeatureNeRFDataManager(DataManager):
             ]
         )
         teacher = None
-        if with_teacher and record.teacher_path is not None:
-            teacher = torch.from_numpy(open_teacher_features(record.teacher_path).read(views))
+        if with_teacher and self.online_teacher is None and record.teacher_path is not None:
+            teacher = torch.from_numpy(self._open_teacher(record.teacher_path).read(views))
         return ViewBatch(record, list(views), torch.from_numpy(rgba), teacher)
 
     def source_conditioning_inputs(
         self, cameras: Cameras, records: list[ObjectRecord], source_views: list[list[int]], images: Tensor
     ) -> dict[str, Tensor]:
         """Source images and cameras in the layout :meth:`FeatureNeRFModel.encode` takes."""
-        idx = torch.tensor([[r.camera_index(v) for v in vs] for r, vs in zip(records, source_views)])
+        idx = torch.tensor([[r.camera_index(v) for v in vs] for r, vs in zip(records, source_views, strict=False)])
         cams = cameras[idx.view(-1)]
         intr = torch.cat((cams.fx, cams.fy, cams.cx, cams.cy), dim=-1).view(*idx.shape, 4)
         return {
@@ -199,6 +214,8 @@ class FeatureNeRFDataManager(DataManager):
         use_bbox = step < self.config.bbox_sampling_steps
         ray_indices, rgb, teacher = [], [], []
         for trg in (t for _, t in loaded):
+            if self.online_teacher is not None:
+                trg.teacher = self.online_teacher(trg.rgba.to(self.device)).cpu()
             idx, pix_view, ys, xs = self._sample_pixels(trg, self.config.rays_per_object, use_bbox)
             ray_indices.append(idx)
             rgb.append(trg.rgba[pix_view, ys, xs, :3])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from featurenerf_ns.dataparsers.base import (
     read_image_size,
 )
 from featurenerf_ns.layout import DINO_TEACHER_FOLDER, SYNTHETIC_TEACHER_FOLDER, CategoryLayout
+from featurenerf_ns.teachers.store import open_teacher_features
 from featurenerf_ns.utils.io import DataError, read_json
 
 SYNTHETIC_ROOT_NAME = "synthetic"
@@ -161,18 +161,22 @@ class FeatureNeRFDataParser(CategoryDataParser):
 
         teacher = self._teacher_folder(layout)
         # One listing per annotation folder instead of one stat per object and file.
-        present = {key: _npz_names(layout.root / folder / layout.synset) for key, folder in _ANNOTATION_FOLDERS.items()}
+        present = {
+            key: _files_by_id(layout.root / folder / layout.synset, (".npz",))
+            for key, folder in _ANNOTATION_FOLDERS.items()
+        }
         if teacher is not None:
-            present["teacher_path"] = _npz_names(layout.root / teacher / layout.synset)
+            # The authors' features are .npz; featurenerf-teacher's cache writes .npy.
+            present["teacher_path"] = _files_by_id(layout.root / teacher / layout.synset, (".npz", ".npy"))
         meshes = _names(layout.root / "mesh" / layout.synset)
 
         objects = []
         for obj_id in ids:
             obj = self._parse_object(layout, obj_id, split_file)
-            for key, names in present.items():
-                if f"{obj_id}.npz" in names:
+            for key, files in present.items():
+                if obj_id in files:
                     folder = teacher if key == "teacher_path" else _ANNOTATION_FOLDERS[key]
-                    obj.files[key] = str(layout.root / folder / layout.synset / f"{obj_id}.npz")
+                    obj.files[key] = str(layout.root / folder / layout.synset / files[obj_id])
             if f"{obj_id}.ply" in meshes:
                 obj.files["mesh_path"] = str(layout.mesh(obj_id))
             objects.append(obj)
@@ -181,8 +185,8 @@ class FeatureNeRFDataParser(CategoryDataParser):
             self._native_hw = read_image_size(objects[0].image_paths[0])
         if teacher is not None and self._teacher_dim is None and present["teacher_path"]:
             # Any file of the folder will do (a split, e.g. val, may have no teacher features).
-            first = min(present["teacher_path"])
-            self._teacher_dim = _read_teacher_dim(layout.root / teacher / layout.synset / first)
+            first = present["teacher_path"][min(present["teacher_path"])]
+            self._teacher_dim = open_teacher_features(layout.root / teacher / layout.synset / first).dim
         teacher_dim = self._teacher_dim if teacher is not None else None
         return self._assemble(
             objects,
@@ -275,19 +279,9 @@ def _names(folder: Path) -> set[str]:
         return set()
 
 
-def _npz_names(folder: Path) -> set[str]:
-    return {n for n in _names(folder) if n.endswith(".npz")}
-
-
-def _read_teacher_dim(path: Path) -> int:
-    """Channel count of a teacher file's ``feats`` ``(NV, D, h, w)``, read from the array header only."""
-    try:
-        with zipfile.ZipFile(path) as zf, zf.open("feats.npy") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape, _, _ = read_header(f)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(path, f"not a readable teacher feature file with a 'feats' array ({e})") from None
-    if len(shape) != 4:
-        raise DataError(path, f"'feats' must be (NV, D, h, w), got shape {shape}")
-    return int(shape[1])
+def _files_by_id(folder: Path, suffixes: tuple[str, ...]) -> dict[str, str]:
+    """``{object id: file name}`` of a per-object folder; the first suffix wins when several exist."""
+    files: dict[str, str] = {}
+    for suffix in reversed(suffixes):
+        files.update({n[: -len(suffix)]: n for n in _names(folder) if n.endswith(suffix)})
+    return files

@@ -10,6 +10,11 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.dataparsers.srn_dataparser import SRNDataParserConfig
+from featurenerf_ns.utils.errors import install_data_error_hook
+
+# ns-train/ns-eval/ns-viewer import this module during plugin discovery: the earliest point at which
+# the project can make bad-data errors print as one line.
+install_data_error_hook()
 
 featurenerf_data = DataParserSpecification(
     config=FeatureNeRFDataParserConfig(),

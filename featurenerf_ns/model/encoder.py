@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Type
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ LATENT_SIZES = {"resnet18": (64, 64, 128, 256, 512), "resnet34": (64, 64, 128, 2
 class SpatialEncoderConfig(InstantiateConfig):
     """Configuration of the pixel-aligned ResNet encoder."""
 
-    _target: Type = field(default_factory=lambda: SpatialEncoder)
+    _target: type = field(default_factory=lambda: SpatialEncoder)
     backbone: Literal["resnet18", "resnet34"] = "resnet34"
     """torchvision backbone (the paper uses resnet34)."""
     num_layers: int = 4

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Type
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ _ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 class FeatureNeRFModelConfig(ModelConfig):
     """FeatureNeRF model (defaults = the paper's configuration)."""
 
-    _target: Type = field(default_factory=lambda: FeatureNeRFModel)
+    _target: type = field(default_factory=lambda: FeatureNeRFModel)
     encoder: SpatialEncoderConfig = field(default_factory=SpatialEncoderConfig)
     """Pixel-aligned image encoder."""
     field: FeatureNeRFFieldConfig = field(default_factory=FeatureNeRFFieldConfig)
@@ -97,7 +97,9 @@ class FeatureNeRFModel(Model):
     def _make_lpips(self):
         weights = self.config.lpips_alexnet_weights or Path(torch.hub.get_dir()) / "checkpoints" / _ALEXNET_FILE
         if not Path(weights).is_file():
-            CONSOLE.print(f"LPIPS skipped: AlexNet weights not found at {weights} (set --pipeline.model.lpips-alexnet-weights).")
+            CONSOLE.print(
+                f"LPIPS skipped: AlexNet weights not found at {weights} (set --pipeline.model.lpips-alexnet-weights)."
+            )
             return None
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
@@ -188,8 +190,12 @@ class FeatureNeRFModel(Model):
             viewdirs = F.normalize(points - cam_center, dim=-1)
         parts: dict[str, list[Tensor]] = {"density": [], "v_nerf": [], "feature": []}
         for i in range(0, points.shape[0], chunk):
-            out = self.field(cond, points[None, i : i + chunk], viewdirs[None, i : i + chunk],
-                             frozenset({"density", "feature", "v_nerf"}))
+            out = self.field(
+                cond,
+                points[None, i : i + chunk],
+                viewdirs[None, i : i + chunk],
+                frozenset({"density", "feature", "v_nerf"}),
+            )
             for k in parts:
                 parts[k].append(getattr(out, k)[0])
         return {k: torch.cat(v) for k, v in parts.items()}
@@ -203,7 +209,9 @@ class FeatureNeRFModel(Model):
     def get_outputs(self, ray_bundle: RayBundle, conditioning: Conditioning | None = None) -> dict[str, Tensor]:  # type: ignore[override]
         cond = conditioning if conditioning is not None else self.default_conditioning
         if cond is None:
-            raise RuntimeError("FeatureNeRF renders need a source view: pass a conditioning or set default_conditioning")
+            raise RuntimeError(
+                "FeatureNeRF renders need a source view: pass a conditioning or set default_conditioning"
+            )
         slots = ray_bundle.metadata.get("object_slot") if ray_bundle.metadata else None
         if slots is None:
             if cond.num_objects != 1:
@@ -222,9 +230,7 @@ class FeatureNeRFModel(Model):
         directions = ray_bundle.directions[order]
         if bool((counts == counts[0]).all()) and int(counts[0]) > 0:
             per = int(counts[0])
-            out = self.render_rays(
-                cond, origins.view(-1, per, 3), directions.view(-1, per, 3), outputs, generator
-            )
+            out = self.render_rays(cond, origins.view(-1, per, 3), directions.view(-1, per, 3), outputs, generator)
             flat = {k: v.reshape(-1, v.shape[-1]) for k, v in out.items()}
         else:
             flat_parts: dict[str, list[Tensor]] = {}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Type
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +49,12 @@ class Conditioning:
         idx = torch.tensor(objects, device=self.w2c.device)
         rows = (idx[:, None] * self.num_views + torch.arange(self.num_views, device=idx.device)).reshape(-1)
         return Conditioning(
-            self.latent_z[rows], self.w2c[rows], self.focal[rows], self.center[rows], self.image_wh, len(objects),
+            self.latent_z[rows],
+            self.w2c[rows],
+            self.focal[rows],
+            self.center[rows],
+            self.image_wh,
+            len(objects),
             self.num_views,
         )
 
@@ -162,7 +166,7 @@ class FieldOutputs:
 class FeatureNeRFFieldConfig(InstantiateConfig):
     """The conditioned MLP (the authors' ``ResnetFC`` inside ``PixelNeRFEmbedNet``)."""
 
-    _target: Type = field(default_factory=lambda: FeatureNeRFField)
+    _target: type = field(default_factory=lambda: FeatureNeRFField)
     hidden_dim: int = 512
     """Width of every residual block; v_NeRF has this many channels."""
     num_blocks: int = 5
@@ -268,7 +272,9 @@ class FeatureNeRFField(nn.Module):
         D = self.feature_dim
         # Output order is the authors': rgb(3), sigma(1), feature(D), coord(3).
         spans = {"rgb": (0, 3), "density": (3, 4), "feature": (4, 4 + D), "coord": (4 + D, 7 + D)}
-        wanted = [k for k in ("rgb", "density", "feature", "coord") if k in outputs and (k != "coord" or self.regress_coord)]
+        wanted = [
+            k for k in ("rgb", "density", "feature", "coord") if k in outputs and (k != "coord" or self.regress_coord)
+        ]
         if not wanted and "v_nerf" not in outputs:
             raise ValueError(f"nothing to compute among {sorted(outputs)}")
         result = FieldOutputs()

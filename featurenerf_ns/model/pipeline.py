@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import time
-from typing import Type
 
 import torch
 import torchvision.utils as vutils
@@ -25,7 +24,7 @@ from featurenerf_ns.model.featurenerf import FeatureNeRFModel, FeatureNeRFModelC
 class FeatureNeRFPipelineConfig(VanillaPipelineConfig):
     """Pipeline of FeatureNeRF: category datamanager + FeatureNeRF model."""
 
-    _target: Type = field(default_factory=lambda: FeatureNeRFPipeline)
+    _target: type = field(default_factory=lambda: FeatureNeRFPipeline)
     datamanager: FeatureNeRFDataManagerConfig = field(default_factory=FeatureNeRFDataManagerConfig)
     """Category datamanager."""
     model: FeatureNeRFModelConfig = field(default_factory=FeatureNeRFModelConfig)
@@ -93,8 +92,11 @@ class FeatureNeRFPipeline(VanillaPipeline):
             output_path.mkdir(exist_ok=True, parents=True)
         per_image = []
         with Progress(
-            TextColumn("[progress.description]{task.description}"), BarColumn(), TimeElapsedColumn(),
-            MofNCompleteColumn(), transient=True,
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            MofNCompleteColumn(),
+            transient=True,
         ) as progress:
             task = progress.add_task("[green]Evaluating novel views of held-out objects...", total=len(dm.eval_triples))
             for i in range(len(dm.eval_triples)):

@@ -38,8 +38,9 @@ def atomic_path(path: os.PathLike | str, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix if suffix is not None else path.suffix}",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".tmp{suffix if suffix is not None else path.suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -75,10 +75,16 @@ def test_multiview_pooling_of_identical_views_equals_single_view(tiny_field):
     c2w, intr, points, viewdirs = _inputs(1)
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        single = field(field.condition(encoder(images), c2w, intr, (32, 32), 2), points, viewdirs,
-                       frozenset({"rgb", "density", "v_nerf"}))
+        single = field(
+            field.condition(encoder(images), c2w, intr, (32, 32), 2),
+            points,
+            viewdirs,
+            frozenset({"rgb", "density", "v_nerf"}),
+        )
         doubled = images.repeat_interleave(2, 0)
-        cond2 = field.condition(encoder(doubled), c2w.repeat_interleave(2, 0), intr.repeat_interleave(2, 0), (32, 32), 2)
+        cond2 = field.condition(
+            encoder(doubled), c2w.repeat_interleave(2, 0), intr.repeat_interleave(2, 0), (32, 32), 2
+        )
         assert cond2.num_views == 2
         double = field(cond2, points, viewdirs, frozenset({"rgb", "density", "v_nerf"}))
     torch.testing.assert_close(double.v_nerf, single.v_nerf, rtol=1e-5, atol=1e-6)
