@@ -46,6 +46,7 @@ from featurenerf_ns.transfer.annotations import (
     read_shapenet_part,
 )
 from featurenerf_ns.transfer.data import resolve_data_path
+from featurenerf_ns.utils.errors import install_data_error_hook
 from featurenerf_ns.utils.io import DataError, read_json, write_npz
 
 
@@ -358,6 +359,7 @@ def run(cfg: AnnotateConfig, console: Console | None = None) -> dict[str, list[P
 
 def entrypoint() -> None:
     """``featurenerf-annotate`` console script."""
+    install_data_error_hook()
     run(
         tyro.cli(
             AnnotateConfig,

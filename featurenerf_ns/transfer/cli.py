@@ -27,6 +27,7 @@ from featurenerf_ns.transfer.data import CategoryData, random_pairs, resolve_dat
 from featurenerf_ns.transfer.evaluate import MethodResult, TaskSpec, evaluate_method
 from featurenerf_ns.transfer.report import write_report
 from featurenerf_ns.transfer.sources import FeatureSource, NeRFSource, OracleSource, TeacherSource
+from featurenerf_ns.utils.errors import install_data_error_hook
 
 
 class PairsPerSecondColumn(ProgressColumn):
@@ -86,7 +87,8 @@ class EvalConfig:
 
 
 def _model_name(config: Path, feature: str) -> str:
-    parts = [p for p in Path(config).parent.parts[-3:] if p]
+    # ns-train writes <output-dir>/<experiment>/<method>/<timestamp>/config.yml: name it method/timestamp
+    parts = [p for p in Path(config).parent.parts[-2:] if p]
     return f"{'/'.join(parts) or config.stem} ({feature})"
 
 
@@ -180,6 +182,7 @@ Commands = tyro.extras.subcommand_type_from_defaults(
 
 def entrypoint() -> None:
     """``featurenerf-eval`` console script."""
+    install_data_error_hook()
     tyro.extras.set_accent_color("bright_yellow")
     cfg = tyro.cli(Commands)
     run(cfg)

@@ -37,14 +37,13 @@ def table_rows(results: Sequence[MethodResult]) -> tuple[list[str], list[list[st
     if not results:
         return [], []
     spec = results[0].spec
-    unit = "px" if spec.space == "2d" else ""
     if spec.task == "parts":
         header = ["method", "mIoU", "pairs scored", "pairs/s"]
         rows = [
             [r.name, _fmt(r.mean_miou), f"{len(r.scored)}/{len(r.pairs)}", _fmt(r.pairs_per_s, False)] for r in results
         ]
     else:
-        header = ["method"] + [f"PCK@{t:.3g}{unit}" for t in results[0].thresholds] + ["pairs scored", "pairs/s"]
+        header = ["method"] + [f"PCK@{t:.3g}" for t in results[0].thresholds] + ["pairs scored", "pairs/s"]
         rows = [
             [r.name] + [_fmt(v) for v in r.mean_pck] + [f"{len(r.scored)}/{len(r.pairs)}", _fmt(r.pairs_per_s, False)]
             for r in results
@@ -63,7 +62,7 @@ def print_table(results: Sequence[MethodResult], title: str, console: Console | 
     header, rows = table_rows(results)
     table = Table(title=title)
     for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+        table.add_column(h, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i > 0)
     for row in rows:
         table.add_row(*(Text(c) for c in row))
     (console or Console()).print(table)
@@ -83,7 +82,7 @@ def plot_pck_curve(results: Sequence[MethodResult], path: Path, title: str) -> N
     unit = " (px)" if results and results[0].spec.space == "2d" else ""
     ax.set_xlabel(f"threshold{unit}")
     ax.set_ylabel("PCK (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 102)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -96,7 +95,7 @@ def plot_miou_bars(results: Sequence[MethodResult], path: Path, title: str) -> N
     ax.bar(range(len(results)), values, color=[f"C{i}" for i in range(len(results))])
     ax.set_xticks(range(len(results)), [r.name for r in results], rotation=15, fontsize=8)
     ax.set_ylabel("mIoU (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 102)
     ax.set_title(title, fontsize=9)
     _save_fig(fig, path)
 
@@ -210,7 +209,8 @@ def write_report(
     """Write the JSON, figures and tables of one benchmark; returns their paths by kind."""
     out = Path(output_dir) / data.category.name
     out.mkdir(parents=True, exist_ok=True)
-    title = f"{data.category.name} ({data.synset}): {spec.task} {spec.space} {spec.setting}"
+    unit = ", PCK thresholds in px" if spec.space == "2d" and spec.task == "keypoints" else ""
+    title = f"{data.category.name} ({data.synset}): {spec.task} {spec.space} {spec.setting}{unit}"
     paths = {"json": out / f"{spec.slug}.json", "markdown": out / f"{spec.slug}.md"}
     write_json(
         paths["json"],

@@ -20,6 +20,7 @@ L2-normalises them.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -195,13 +196,26 @@ class OracleSource(FeatureSource):
             labels = self.data.part_2d(obj_id)[view]
         else:
             labels = self.data.foreground(obj_id, view).astype(np.int64)
-        parts = self._one_hot(labels, str(self.data.layout.part_2d(obj_id))).reshape(h * w, -1)
-        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        coords = torch.stack([cols, rows], dim=-1).reshape(-1, 2).float()
+        parts = self._one_hot(labels, str(self.data.layout.part_2d(obj_id)))
         sigma = self.sigma_px if self.sigma_px is not None else 1.5 * max(h, w) / 128
         kps = self.data.kp_2d(obj_id)[view] if self.data.layout.kp_2d(obj_id).is_file() else np.zeros((0, 3))
-        kp = self._kp_channels(coords, kps, 2, sigma, str(self.data.layout.kp_2d(obj_id)))
-        return torch.cat([parts, kp], dim=1).reshape(h, w, -1)
+        kp = torch.zeros(h, w, self.max_keypoint_ids)
+        r = int(math.ceil(6 * sigma))  # beyond 6 sigma the Gaussian is < 1e-7: only a window is computed
+        for x, y, kp_id in kps:
+            if not 0 <= int(kp_id) < self.max_keypoint_ids:
+                raise ValueError(
+                    f"{self.data.layout.kp_2d(obj_id)}: keypoint id {int(kp_id)} outside [0, {self.max_keypoint_ids})"
+                )
+            r0, r1 = max(0, int(y) - r), min(h, int(y) + r + 1)
+            c0, c1 = max(0, int(x) - r), min(w, int(x) + r + 1)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            rows = torch.arange(r0, r1, dtype=torch.float32)[:, None]
+            cols = torch.arange(c0, c1, dtype=torch.float32)[None, :]
+            g = torch.exp(-((cols - float(x)) ** 2 + (rows - float(y)) ** 2) / (2 * sigma**2))
+            patch = kp[r0:r1, c0:c1, int(kp_id)]
+            kp[r0:r1, c0:c1, int(kp_id)] = torch.maximum(patch, g)
+        return torch.cat([parts, kp * self.keypoint_weight], dim=-1)
 
     def _compute_novel_view_map(self, obj_id: str, src_view: int, trg_view: int) -> Tensor:
         return self._compute_feature_map(obj_id, trg_view)
