@@ -74,7 +74,7 @@ def _cpu() -> TrainerConfig:
         steps_per_eval_image=1000,
         steps_per_eval_all_images=100_000,
         steps_per_save=500,
-        max_num_iterations=2000,
+        max_num_iterations=2500,
         mixed_precision=False,
         pipeline=FeatureNeRFPipelineConfig(
             datamanager=FeatureNeRFDataManagerConfig(
@@ -102,38 +102,23 @@ def _cpu() -> TrainerConfig:
 
 
 def _tiny() -> TrainerConfig:
-    return TrainerConfig(
-        method_name="featurenerf-tiny",
-        steps_per_eval_batch=5,
-        steps_per_eval_image=10,
-        steps_per_eval_all_images=100_000,
-        steps_per_save=10,
-        max_num_iterations=20,
-        mixed_precision=False,
-        pipeline=FeatureNeRFPipelineConfig(
-            datamanager=FeatureNeRFDataManagerConfig(
-                dataparser=FeatureNeRFDataParserConfig(image_size=32),
-                objects_per_batch=2,
-                rays_per_object=32,
-                target_views_per_object=2,
-                bbox_sampling_steps=5,
-                num_workers=1,
-                eval_num_triples=2,
-            ),
-            model=FeatureNeRFModelConfig(
-                encoder=SpatialEncoderConfig(backbone="resnet18", num_layers=2, weights=None),
-                field=FeatureNeRFFieldConfig(hidden_dim=32, num_blocks=3, combine_layer=2),
-                num_coarse_samples=8,
-                num_fine_samples=4,
-                num_fine_depth_samples=2,
-                eval_num_rays_per_chunk=1024,
-            ),
-        ),
-        optimizers=_optimizers(1e-3),
-        machine=MachineConfig(device_type="cpu"),
-        viewer=ViewerConfig(quit_on_train_completion=True),
-        vis="tensorboard",
+    config = _cpu()
+    config.method_name = "featurenerf-tiny"
+    config.steps_per_eval_batch, config.steps_per_eval_image, config.steps_per_save = 5, 10, 10
+    config.max_num_iterations = 20
+    dm = config.pipeline.datamanager
+    dm.dataparser.image_size = 32
+    dm.objects_per_batch, dm.rays_per_object, dm.target_views_per_object = 2, 32, 2
+    dm.bbox_sampling_steps, dm.num_workers, dm.eval_num_triples = 5, 1, 2
+    config.pipeline.model = FeatureNeRFModelConfig(
+        encoder=SpatialEncoderConfig(backbone="resnet18", num_layers=2, weights=None),
+        field=FeatureNeRFFieldConfig(hidden_dim=32, num_blocks=3, combine_layer=2),
+        num_coarse_samples=8,
+        num_fine_samples=4,
+        num_fine_depth_samples=2,
     )
+    config.optimizers = _optimizers(1e-3)
+    return config
 
 
 featurenerf = MethodSpecification(
