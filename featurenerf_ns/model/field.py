@@ -31,8 +31,11 @@ class Conditioning:
     Shapes use ``B`` objects with ``S`` source views each, flattened object-major (``B*S``).
     """
 
-    latent_z: Float[Tensor, "BS C h w"]
-    """Encoder features already projected by every ``lin_z`` layer, stacked along channels."""
+    latent_rows: Float[Tensor, "BShw Z"]
+    """Encoder features already projected by every ``lin_z`` layer (stacked along channels), one row per
+    feature-map cell, view-major: row ``(v * h + y) * w + x``."""
+    latent_hw: tuple[int, int]
+    """Height and width of the feature maps."""
     w2c: Float[Tensor, "BS 3 4"]
     """World-to-camera transforms of the source views (OpenGL camera frame, as pixelNeRF)."""
     focal: Float[Tensor, "BS 2"]
@@ -150,6 +153,31 @@ class ResnetFC(nn.Module):
         return x
 
 
+def sample_latent(
+    rows: Float[Tensor, "BShw C"], hw: tuple[int, int], xy: Float[Tensor, "BS N 2"]
+) -> Float[Tensor, "BSN C"]:
+    """Bilinear samples of channels-last feature maps at pixel coordinates ``xy`` (x = column, y = row).
+
+    Identical to ``grid_sample(align_corners=True, padding_mode="border")`` (pixelNeRF's ``index``), but
+    reads each sample's four neighbouring cells as contiguous rows through one fused weighted
+    ``embedding_bag`` instead of walking channel planes: several times faster forward and backward on
+    CPU for hundreds of channels, and it returns ``(samples, channels)`` directly, the layout the MLP
+    needs.
+    """
+    h, w = hw
+    BS, N, _ = xy.shape
+    x = xy[..., 0].clamp(0, w - 1)
+    y = xy[..., 1].clamp(0, h - 1)
+    x0f, y0f = x.detach().floor(), y.detach().floor()
+    wx, wy = x - x0f, y - y0f
+    x0, y0 = x0f.long(), y0f.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    base = (torch.arange(BS, device=xy.device) * (h * w)).view(BS, 1)
+    idx = torch.stack((base + y0 * w + x0, base + y0 * w + x1, base + y1 * w + x0, base + y1 * w + x1), dim=-1)
+    weights = torch.stack(((1 - wx) * (1 - wy), wx * (1 - wy), (1 - wx) * wy, wx * wy), dim=-1)
+    return F.embedding_bag(idx.view(-1, 4), rows, per_sample_weights=weights.view(-1, 4).to(rows.dtype), mode="sum")
+
+
 @dataclass
 class FieldOutputs:
     """Per-sample field outputs (only those that were asked for are set)."""
@@ -216,8 +244,10 @@ class FeatureNeRFField(nn.Module):
         focal = torch.stack((intrinsics[:, 0], -intrinsics[:, 1]), dim=-1)
         # The authors index pixels at integer coordinates; nerfstudio centres them at +0.5.
         center = intrinsics[:, 2:4] - 0.5
+        z = self.mlp.project_latent(latent)
         return Conditioning(
-            latent_z=self.mlp.project_latent(latent),
+            latent_rows=z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]),
+            latent_hw=(z.shape[2], z.shape[3]),
             w2c=torch.cat((rot, trans), dim=-1),
             focal=focal,
             center=center,
@@ -254,12 +284,7 @@ class FeatureNeRFField(nn.Module):
             mlp_in = torch.cat((mlp_in, dirs.reshape(-1, 3)), dim=-1)
 
         uv = -xyz[..., :2] / xyz[..., 2:] * cond.focal[:, None] + cond.center[:, None]
-        h, w = cond.latent_z.shape[-2:]
-        latent_wh = torch.tensor((w, h), dtype=uv.dtype, device=uv.device)
-        # Same normalisation as pixelNeRF's SpatialEncoder.index (align_corners=True, border padding).
-        uv = uv * (2.0 * latent_wh / ((latent_wh - 1) * cond.image_wh)) - 1.0
-        z = F.grid_sample(cond.latent_z, uv.unsqueeze(2), align_corners=True, mode="bilinear", padding_mode="border")
-        z = z[..., 0].transpose(1, 2).reshape(-1, z.shape[1])
+        z = sample_latent(cond.latent_rows, cond.latent_hw, uv * (uv.new_tensor(cond.latent_hw[::-1]) / cond.image_wh))
 
         v_nerf = self.mlp(mlp_in, z, B, S)  # (B*N, W)
         return self.heads(v_nerf, points.reshape(-1, 3), outputs, B, N)
@@ -281,9 +306,12 @@ class FeatureNeRFField(nn.Module):
         if wanted:
             lo, hi = spans[wanted[0]][0], spans[wanted[-1]][1]
             out = F.linear(F.relu(v_nerf), lin.weight[lo:hi], lin.bias[lo:hi])
+            # One split (its backward is one concatenation) rather than slices, whose backward would
+            # allocate and zero a full-size gradient per slice.
+            cuts = sorted({0, hi - lo, *(spans[k][0] - lo for k in wanted), *(spans[k][1] - lo for k in wanted)})
+            pieces = dict(zip(cuts[:-1], out.split([b - a for a, b in zip(cuts[:-1], cuts[1:])], dim=-1)))
             for k in wanted:
-                a, b = spans[k][0] - lo, spans[k][1] - lo
-                setattr(result, k, out[:, a:b].reshape(B, N, b - a))
+                setattr(result, k, pieces[spans[k][0] - lo].reshape(B, N, -1))
             if result.rgb is not None:
                 result.rgb = torch.sigmoid(result.rgb)
             if result.density is not None:

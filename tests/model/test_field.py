@@ -115,3 +115,24 @@ def test_positional_encoding_layout():
     torch.testing.assert_close(out[3:6], torch.sin(1.5 * x[0]))
     torch.testing.assert_close(out[6:9], torch.cos(1.5 * x[0]), atol=1e-6, rtol=0)
     torch.testing.assert_close(out[9:12], torch.sin(3.0 * x[0]))
+
+
+def test_sample_latent_equals_grid_sample_values_and_gradients():
+    from featurenerf_ns.model.field import sample_latent
+
+    torch.manual_seed(0)
+    maps = torch.randn(2, 5, 6, 7, requires_grad=True)  # (BS, C, h, w)
+    # Points inside, on the border and outside the map (border padding clamps them).
+    xy = torch.cat((torch.rand(2, 20, 2) * torch.tensor([6.0, 5.0]), torch.tensor([[[-2.0, 1.5], [6.0, 5.0]]] * 2)), 1)
+    xy.requires_grad_(True)
+    rows = maps.permute(0, 2, 3, 1).reshape(-1, 5)
+    ours = sample_latent(rows, (6, 7), xy)
+    grid = xy / torch.tensor([6.0, 5.0]) * 2 - 1
+    ref = F.grid_sample(maps, grid.unsqueeze(2), align_corners=True, padding_mode="border")[..., 0]
+    ref = ref.transpose(1, 2).reshape(-1, 5)
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ref)
+    ours_grads = torch.autograd.grad(ours, (maps, xy), g)
+    ref_grads = torch.autograd.grad(ref, (maps, xy), g)
+    torch.testing.assert_close(ours_grads[0], ref_grads[0])
+    torch.testing.assert_close(ours_grads[1], ref_grads[1], rtol=1e-4, atol=1e-5)
