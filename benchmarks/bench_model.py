@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -136,18 +135,28 @@ def bench_render(name: str) -> dict:
     )
     with torch.no_grad():
         cond = model.encode(torch.rand(1, 1, 3, size, size), c2w[:1, None], intr[:1, None])
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _rss_mb("VmRSS")
+    _reset_peak_rss()
     start = time.perf_counter()
     out = model.render_camera(cond, camera, frozenset({"v_nerf"}))
     t = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _rss_mb("VmHWM")
     assert out["v_nerf"].shape == (size, size, model.field.mlp.width)
-    return {
-        "render_s": t,
-        "render_size": size,
-        "render_peak_extra_mb": (peak - base) / 1024,
-        "render_peak_rss_mb": peak / 1024,
-    }
+    return {"render_s": t, "render_size": size, "render_peak_extra_mb": peak - base, "render_peak_rss_mb": peak}
+
+
+def _rss_mb(field: str) -> float:
+    """Resident memory of this process from /proc (VmRSS: now, VmHWM: peak since the last reset)."""
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM, so the peak measured next is the render's own.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def main() -> None:

@@ -153,6 +153,10 @@ class ResnetFC(nn.Module):
         return x
 
 
+INFERENCE_ROWS = 4096
+"""Rows (points x source views) that the MLP processes at once when no gradient is needed."""
+
+
 def sample_latent(
     rows: Float[Tensor, "BShw C"], hw: tuple[int, int], xy: Float[Tensor, "BS N 2"]
 ) -> Float[Tensor, "BSN C"]:
@@ -272,6 +276,21 @@ class FeatureNeRFField(nn.Module):
             outputs: which of ``rgb``, ``density``, ``feature``, ``coord``, ``v_nerf`` to return.
         """
         B, N, _ = points.shape
+        chunk = max(1, INFERENCE_ROWS // (B * cond.num_views))
+        if not torch.is_grad_enabled() and N > chunk:
+            # Inference in slices of points: the MLP's activations stay in cache and memory stays bounded.
+            parts = [
+                self.forward(
+                    cond, points[:, i : i + chunk], None if viewdirs is None else viewdirs[:, i : i + chunk], outputs
+                )
+                for i in range(0, N, chunk)
+            ]
+            return FieldOutputs(
+                **{
+                    k: torch.cat([getattr(p, k) for p in parts], dim=1) if getattr(parts[0], k) is not None else None
+                    for k in ("rgb", "density", "feature", "coord", "v_nerf")
+                }
+            )
         S = cond.num_views
         rot = cond.w2c[:, None, :, :3]  # (BS, 1, 3, 3)
         pts = points.repeat_interleave(S, dim=0)  # (BS, N, 3)

@@ -136,3 +136,18 @@ def test_sample_latent_equals_grid_sample_values_and_gradients():
     ref_grads = torch.autograd.grad(ref, (maps, xy), g)
     torch.testing.assert_close(ours_grads[0], ref_grads[0])
     torch.testing.assert_close(ours_grads[1], ref_grads[1], rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_inference_matches_single_pass(tiny_field, monkeypatch):
+    import featurenerf_ns.model.field as field_module
+
+    encoder, field = tiny_field
+    c2w, intr, points, viewdirs = _inputs(2)
+    wanted = frozenset({"rgb", "density", "feature", "coord", "v_nerf"})
+    with torch.no_grad():
+        cond = field.condition(encoder(torch.rand(4, 3, 32, 32)), c2w, intr, (32, 32), 2)
+        whole = field(cond, points, viewdirs, wanted)
+        monkeypatch.setattr(field_module, "INFERENCE_ROWS", 28)  # 7 points per slice for 2 objects x 2 views
+        sliced = field(cond, points, viewdirs, wanted)
+    for k in wanted:
+        torch.testing.assert_close(getattr(sliced, k), getattr(whole, k), rtol=1e-5, atol=1e-6)
