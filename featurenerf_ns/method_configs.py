@@ -10,6 +10,8 @@ seconds-long smoke test. Method names are stable API: ``ns-eval`` finds a run's 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
@@ -24,6 +26,18 @@ from featurenerf_ns.model.field import FeatureNeRFFieldConfig
 from featurenerf_ns.model.pipeline import FeatureNeRFPipelineConfig
 
 
+@dataclass
+class FeatureNeRFTrainerConfig(TrainerConfig):
+    """nerfstudio's trainer configuration, naming runs after the category (outputs/<category>/<method>/...)."""
+
+    def set_experiment_name(self) -> None:
+        # nerfstudio names runs after --data; a category is often chosen through the dataparser's own
+        # --data (or its default, the embedded chairs) instead.
+        if self.experiment_name is None and self.pipeline.datamanager.data is None:
+            self.experiment_name = Path(self.pipeline.datamanager.dataparser.data).name
+        super().set_experiment_name()
+
+
 def _optimizers(lr: float) -> dict:
     # No scheduler: nerfstudio's schedulers leave numpy scalars in checkpoints that torch>=2.6 refuses to load.
     return {
@@ -33,7 +47,7 @@ def _optimizers(lr: float) -> dict:
 
 
 def _paper() -> TrainerConfig:
-    return TrainerConfig(
+    return FeatureNeRFTrainerConfig(
         method_name="featurenerf",
         steps_per_eval_batch=500,
         steps_per_eval_image=2000,
@@ -68,7 +82,7 @@ def _diffusion() -> TrainerConfig:
 
 
 def _cpu() -> TrainerConfig:
-    return TrainerConfig(
+    return FeatureNeRFTrainerConfig(
         method_name="featurenerf-cpu",
         steps_per_eval_batch=250,
         steps_per_eval_image=1000,

@@ -69,12 +69,6 @@ class FeatureNeRFDataManagerConfig(DataManagerConfig):
     """Compute teacher features on the fly for the loaded target views (for users with a GPU and little disk)
     instead of reading the cached teacher folder; None reads the cache."""
 
-    def __post_init__(self) -> None:
-        # nerfstudio names the experiment (outputs/<name>/...) after datamanager.data; mirror the
-        # dataparser's path so the default run is outputs/chair/... rather than outputs/unnamed/...
-        if self.data is None:
-            self.data = getattr(self.dataparser, "data", None)
-
 
 @dataclass
 class ViewBatch:

@@ -91,7 +91,7 @@ class FeatureNeRFDataParser(CategoryDataParser):
             return self._resolved
         data = Path(self.config.data)
         try:
-            category = resolve_category(data.name)
+            category = self._category(data.name)
         except ValueError as e:
             raise DataError(data, f"{e} (--data is <root>/<category>)") from None
         root = data.parent
@@ -121,6 +121,14 @@ class FeatureNeRFDataParser(CategoryDataParser):
             raise DataError(split_file, "expected a JSON object with 'train', 'val' and 'test' lists")
         self._resolved = (CategoryLayout(root, category.synset), category, split_file, splits)
         return self._resolved
+
+    def _category(self, name: str) -> Category:
+        """The category that ``--data``'s last component names (raises ValueError for an unknown one).
+
+        A hook for layouts of other categories: the CO3D parser (:mod:`featurenerf_ns.dataparsers.co3d`)
+        overrides it to accept any CO3D category name, whose "synset" folder is the name itself.
+        """
+        return resolve_category(name)
 
     def _find_split_file(self, root: Path, synset: str) -> Path | None:
         if self.config.splits_file is not None:

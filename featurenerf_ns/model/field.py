@@ -328,7 +328,8 @@ class FeatureNeRFField(nn.Module):
             # One split (its backward is one concatenation) rather than slices, whose backward would
             # allocate and zero a full-size gradient per slice.
             cuts = sorted({0, hi - lo, *(spans[k][0] - lo for k in wanted), *(spans[k][1] - lo for k in wanted)})
-            pieces = dict(zip(cuts[:-1], out.split([b - a for a, b in zip(cuts[:-1], cuts[1:])], dim=-1)))
+            sizes = [b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+            pieces = dict(zip(cuts[:-1], out.split(sizes, dim=-1), strict=True))
             for k in wanted:
                 setattr(result, k, pieces[spans[k][0] - lo].reshape(B, N, -1))
             if result.rgb is not None:

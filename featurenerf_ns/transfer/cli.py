@@ -5,6 +5,7 @@ featurenerf-eval keypoints --load-config outputs/chair/featurenerf/.../config.ym
 featurenerf-eval parts --space 3d --load-config a.yml --compare-configs b.yml c.yml
 featurenerf-eval keypoints --setting novel-view --load-config a.yml --feature feature
 featurenerf-eval parts --data data/chair --pairs random --num-pairs 200     # teacher baseline alone
+featurenerf-eval spair --data SPair-71k --categories chair --load-config a.yml  # real photos (transfer/spair.py)
 ```
 Every method (the trained model, ``--compare-configs`` checkpoints, ``--baselines``) is scored on the
 same pairs in the same way; results go to ``<output-dir>/<category>/`` (see
@@ -27,6 +28,7 @@ from featurenerf_ns.transfer.data import CategoryData, random_pairs, resolve_dat
 from featurenerf_ns.transfer.evaluate import MethodResult, TaskSpec, evaluate_method
 from featurenerf_ns.transfer.report import write_report
 from featurenerf_ns.transfer.sources import FeatureSource, NeRFSource, OracleSource, TeacherSource
+from featurenerf_ns.transfer.spair import SpairConfig, run_spair
 from featurenerf_ns.utils.errors import install_data_error_hook
 
 
@@ -172,10 +174,12 @@ Commands = tyro.extras.subcommand_type_from_defaults(
     {
         "keypoints": EvalConfig(task="keypoints"),
         "parts": EvalConfig(task="parts"),
+        "spair": SpairConfig(),
     },
     descriptions={
         "keypoints": "Keypoint transfer (PCK at 2.5/5/7.5/10 px at 128 px; 0.025..0.1 in 3D).",
         "parts": "Part label transfer / co-segmentation (mIoU over labels present in both).",
+        "spair": "SPair-71k keypoint transfer on real photos (PCK@0.05/0.1/0.15 x max target bbox side).",
     },
 )
 
@@ -185,7 +189,10 @@ def entrypoint() -> None:
     install_data_error_hook()
     tyro.extras.set_accent_color("bright_yellow")
     cfg = tyro.cli(Commands)
-    run(cfg)
+    if isinstance(cfg, SpairConfig):
+        run_spair(cfg)
+    else:
+        run(cfg)
 
 
 if __name__ == "__main__":

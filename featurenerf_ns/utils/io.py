@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 
 
-class DataError(ValueError):
+class UserError(ValueError):
+    """A mistake in what the user asked for or supplied; nerfstudio's commands report it as one line."""
+
+
+class DataError(UserError):
     """A problem with a user's data file, reported as one line that names the file."""
 
     def __init__(self, path: os.PathLike | str, problem: str):

@@ -12,8 +12,7 @@ from featurenerf_ns.synthetic.generate import generate_category
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("dm")
-    generate_category(root, "chair", num_objects=10, num_views=5, image_size=32, num_pairs=2, workers=0,
-                      progress=False)
+    generate_category(root, "chair", num_objects=10, num_views=5, image_size=32, num_pairs=2, workers=0, progress=False)
     return root
 
 
@@ -47,7 +46,7 @@ def test_target_rays_come_from_other_views_and_the_object_box(data_root):
     _, batch = dm.next_train(0)
     cams = dm.train_dataparser_outputs.cameras
     views = cams.metadata["view_index"][batch["indices"][:, 0], 0].view(2, 64)
-    for (rec, src, trg), used in zip(plans[0], views):
+    for (_, src, trg), used in zip(plans[0], views, strict=True):
         assert not set(src) & set(trg)
         assert set(used.tolist()) <= set(trg)
     # In the first steps pixels are drawn inside the foreground bounding box, so rays hit the object far
