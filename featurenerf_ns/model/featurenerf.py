@@ -9,6 +9,7 @@ without one (the viewer) use :attr:`FeatureNeRFModel.default_conditioning`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ class FeatureNeRFModel(Model):
         self.lpips = self._make_lpips()
         self.default_conditioning: Conditioning | None = None
         self.eval_seed = 0
+        # Set by the viewer panel (featurenerf_ns.viewer.panel): renders a viewer camera with the
+        # panel's source, outputs and pose-independent ray bounds. A plain callable, not a submodule.
+        self.viewer_outputs: Callable[[Cameras], dict[str, Tensor]] | None = None
 
     def _make_lpips(self):
         weights = self.config.lpips_alexnet_weights or Path(torch.hub.get_dir()) / "checkpoints" / _ALEXNET_FILE
@@ -202,6 +206,19 @@ class FeatureNeRFModel(Model):
 
     # ----------------------------------------------------------------------------------------------
     # nerfstudio Model interface.
+
+    def get_outputs_for_camera(self, camera: Cameras, obb_box: Any = None) -> dict[str, Tensor]:
+        """Render one camera for nerfstudio's viewer (and ``ns-render``).
+
+        Delegates to :attr:`viewer_outputs` when the viewer panel set it (source chosen in the panel,
+        feature maps); otherwise renders ``rgb``/``depth``/``accumulation`` with
+        :attr:`default_conditioning`. ``obb_box`` (the viewer's crop box) is ignored.
+        """
+        if self.viewer_outputs is not None:
+            return self.viewer_outputs(camera)
+        if self.default_conditioning is None:
+            raise RuntimeError("FeatureNeRF renders need a source view: set default_conditioning")
+        return self.render_camera(self.default_conditioning, camera, frozenset({"rgb"}))
 
     def forward(self, ray_bundle: RayBundle, conditioning: Conditioning | None = None) -> dict[str, Tensor]:  # type: ignore[override]
         return self.get_outputs(ray_bundle, conditioning)

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
 from featurenerf_ns.model.featurenerf import FeatureNeRFModel, FeatureNeRFModelConfig
+from featurenerf_ns.utils.io import UserError
 
 
 @dataclass
@@ -35,6 +36,34 @@ class FeatureNeRFPipeline(VanillaPipeline):
     """Encodes each batch's source views, then renders its rays."""
 
     config: FeatureNeRFPipelineConfig
+
+    def __init__(self, config: FeatureNeRFPipelineConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        from featurenerf_ns.viewer.panel import make_panel
+
+        # The viewer lists the elements of this module under "Custom Elements/FeatureNeRF" (the folder
+        # takes the attribute's name); it has no parameters, so checkpoints are unchanged.
+        self.FeatureNeRF = make_panel(self)
+
+    def load_pipeline(self, loaded_state: dict, step: int) -> None:
+        """Load a checkpoint; a checkpoint of a differently shaped model is one clear error, not a traceback."""
+        own = self.state_dict()
+        for key, value in loaded_state.items():
+            name = key.removeprefix("module.")
+            if name in own and own[name].shape != value.shape:
+                hint = ""
+                if name.endswith("mlp.lin_out.weight"):
+                    extra = 4 + (3 if self.featurenerf.config.regress_coord else 0)
+                    hint = (
+                        f" (the checkpoint distils {value.shape[0] - extra}-d teacher features, this run "
+                        f"{own[name].shape[0] - extra}-d: pass --pipeline.model.feature-dim {value.shape[0] - extra}"
+                        " to fine-tune it)"
+                    )
+                raise UserError(
+                    f"checkpoint does not fit this model: {name} is {tuple(value.shape)} in the checkpoint, "
+                    f"{tuple(own[name].shape)} here{hint}"
+                )
+        super().load_pipeline(loaded_state, step)
 
     @property
     def featurenerf(self) -> FeatureNeRFModel:
