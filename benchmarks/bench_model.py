@@ -197,8 +197,8 @@ def main() -> None:
         )
         if "render_s" in res:
             print(
-                f"  {size}x{size} v_NeRF render: {res['render_s']:.2f} s, peak +{res['render_peak_extra_mb']:.0f} MB "
-                f"(process peak {res['render_peak_rss_mb']:.0f} MB)"
+                f"  {size}x{size} v_NeRF render: {res['render_s']:.2f} s, peak memory {res['render_peak_extra_mb']:.0f} MB "
+                f"above the loaded model (whole process during the render: {res['render_peak_rss_mb']:.0f} MB)"
             )
         print(f"  matmul re-measured after: {mm_now:.1f} GFLOP/s (drift check)")
         if name == "paper":

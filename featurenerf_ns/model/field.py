@@ -250,7 +250,8 @@ class FeatureNeRFField(nn.Module):
         center = intrinsics[:, 2:4] - 0.5
         z = self.mlp.project_latent(latent)
         return Conditioning(
-            latent_rows=z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]),
+            # Row-major rows: for one view the reshape would otherwise be a column-major view (slow gathers).
+            latent_rows=z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).contiguous(),
             latent_hw=(z.shape[2], z.shape[3]),
             w2c=torch.cat((rot, trans), dim=-1),
             focal=focal,
