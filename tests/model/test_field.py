@@ -3,33 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from featurenerf_ns.model.reference import reference_field
 from featurenerf_ns.utils.cameras import random_upper_hemisphere as look_at_cameras
-
-
-def authors_field(encoder_latent, field, c2w, intr, image_wh, points, viewdirs, num_views):
-    """The authors' computation order: sample the raw latent, apply lin_z to every sample."""
-    cond = field.condition(encoder_latent, c2w, intr, image_wh, points.shape[0])
-    B, N, _ = points.shape
-    S = num_views
-    pts = points.repeat_interleave(S, 0)
-    xyz_rot = (cond.w2c[:, None, :, :3] @ pts.unsqueeze(-1))[..., 0]
-    xyz = xyz_rot + cond.w2c[:, None, :, 3]
-    dirs = (cond.w2c[:, None, :, :3] @ viewdirs.repeat_interleave(S, 0).unsqueeze(-1))[..., 0]
-    x_in = torch.cat((field.code(xyz_rot.reshape(-1, 3)), dirs.reshape(-1, 3)), -1)
-    uv = -xyz[..., :2] / xyz[..., 2:] * cond.focal[:, None] + cond.center[:, None]
-    h, w = encoder_latent.shape[-2:]
-    scale = torch.tensor([w, h]) / (torch.tensor([w, h]) - 1) * 2.0 / torch.tensor(image_wh)
-    lat = F.grid_sample(encoder_latent, (uv * scale - 1).unsqueeze(2), align_corners=True, padding_mode="border")
-    lat = lat[..., 0].transpose(1, 2).reshape(-1, encoder_latent.shape[1])
-    mlp = field.mlp
-    x = mlp.lin_in(x_in)
-    for i, blk in enumerate(mlp.blocks):
-        if i == mlp.combine_layer:
-            x = x.view(B, S, N, -1).mean(1).reshape(B * N, -1)
-        if i < len(mlp.lin_z):
-            x = x + mlp.lin_z[i](lat)
-        x = x + blk.fc_1(F.relu(blk.fc_0(F.relu(x))))
-    return x, mlp.lin_out(F.relu(x))
 
 
 def _inputs(num_views, B=2, N=50, size=32):
@@ -50,7 +25,7 @@ def test_field_matches_authors_formulation(tiny_field):
             latent = encoder(images)
             cond = field.condition(latent, c2w, intr, (32, 32), 2)
             out = field(cond, points, viewdirs, frozenset({"rgb", "density", "feature", "coord", "v_nerf"}))
-            v_ref, raw = authors_field(latent, field, c2w, intr, (32, 32), points, viewdirs, num_views)
+            v_ref, raw = reference_field(field, latent, c2w, intr, (32, 32), points, viewdirs)
         torch.testing.assert_close(out.v_nerf.reshape(-1, 32), v_ref, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(out.rgb.reshape(-1, 3), torch.sigmoid(raw[:, :3]), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(out.density.reshape(-1, 1), torch.relu(raw[:, 3:4]), rtol=1e-4, atol=1e-5)

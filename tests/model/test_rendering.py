@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 
+from featurenerf_ns.model.reference import reference_render
 from featurenerf_ns.model.rendering import (
     SamplingConfig,
     compositing_weights,
@@ -22,46 +23,34 @@ def _setup(tiny_field, B=2, R=16):
     f = 32 / (2 * torch.tan(torch.tensor(0.6911 / 2)))
     intr = torch.tensor([f, f, 16.5, 16.5]).expand(B, 4)
     with torch.no_grad():
-        cond = field.condition(encoder(torch.rand(B, 3, 32, 32)), c2w, intr, (32, 32), B)
+        latent = encoder(torch.rand(B, 3, 32, 32))
+        cond = field.condition(latent, c2w, intr, (32, 32), B)
     target = look_at_cameras(B, seed=2)
     origins = target[:, None, :, 3].expand(B, R, 3).contiguous()
     directions = F.normalize(-origins + 0.2 * torch.randn(B, R, 3), dim=-1)
     near = torch.full((B, R, 1), 0.8)
     far = torch.full((B, R, 1), 1.8)
-    return field, cond, origins, directions, near, far
-
-
-def _authors_render(field, cond, origins, directions, near, far, sampling, seed):
-    """pixelNeRF's renderer: evaluate all 96 sorted samples again in the fine pass."""
-    g = torch.Generator().manual_seed(seed)
-    B, R, _ = origins.shape
-
-    def composite(z):
-        pts = origins.unsqueeze(2) + z.unsqueeze(-1) * directions.unsqueeze(2)
-        dirs = directions.unsqueeze(2).expand_as(pts)
-        out = field(cond, pts.reshape(B, -1, 3), dirs.reshape(B, -1, 3), frozenset({"density"} | ALL))
-        K = z.shape[-1]
-        w = compositing_weights(z, out.density.view(B, R, K), far)
-        res = {k: (w.unsqueeze(-1) * getattr(out, k).view(B, R, K, -1)).sum(2) for k in ("rgb", "feature", "v_nerf")}
-        res["coord"] = out.coord.view(B, R, K, 3).mean(2)
-        res["depth"] = (w * z).sum(-1, keepdim=True)
-        res["weights"] = w
-        return res
-
-    zc = sample_coarse(near, far, sampling.num_coarse, g)
-    coarse = composite(zc)
-    zi = sample_importance(near, far, coarse["weights"], sampling.num_fine - sampling.num_fine_depth, g)
-    zd = sample_around_depth(near, far, coarse["depth"][..., 0], sampling.num_fine_depth, sampling.depth_std, g)
-    fine = composite(torch.sort(torch.cat((zc, zi, zd), -1), -1)[0])
-    return coarse, fine
+    return field, cond, origins, directions, near, far, (latent, c2w, intr)
 
 
 def test_render_matches_authors_formulation(tiny_field):
-    field, cond, origins, directions, near, far = _setup(tiny_field)
+    field, cond, origins, directions, near, far, (latent, c2w, intr) = _setup(tiny_field)
     sampling = SamplingConfig(num_coarse=16, num_fine=8, num_fine_depth=4)
     with torch.no_grad():
         ours = render_rays(field, cond, origins, directions, near, far, sampling, ALL, torch.Generator().manual_seed(3))
-        coarse, fine = _authors_render(field, cond, origins, directions, near, far, sampling, 3)
+        coarse, fine = reference_render(
+            field,
+            latent,
+            c2w,
+            intr,
+            (32, 32),
+            origins,
+            directions,
+            near,
+            far,
+            sampling,
+            torch.Generator().manual_seed(3),
+        )
     for k in ("rgb", "feature", "v_nerf", "coord", "depth"):
         torch.testing.assert_close(ours[f"{k}_coarse"], coarse[k], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(ours[k], fine[k], rtol=1e-4, atol=1e-5)
