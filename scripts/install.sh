@@ -26,11 +26,12 @@ if ! .venv/bin/python -c "import torchvision.ops; torchvision.ops.nms" 2>/tmp/fe
   exit 1
 fi
 
-# System pieces: open3d (imported lazily by nerfstudio) needs libusb; the viewer's browser test
-# drives Debian's chromium. Only attempted where we may install system packages.
+# System pieces: open3d (imported lazily by nerfstudio) needs libusb; ns-render needs ffmpeg; the
+# viewer's browser test drives Debian's chromium. Only attempted where we may install system packages.
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   need=()
   dpkg -s libusb-1.0-0 >/dev/null 2>&1 || need+=(libusb-1.0-0)
+  command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
   [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

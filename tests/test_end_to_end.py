@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,57 @@ def test_resume_continues_from_checkpoint(trained):
     # nerfstudio resumes at the saved step + 1 and then runs max-num-iterations more steps.
     assert steps[-1] == "step-000000049.ckpt"
     assert "step-000000009.ckpt" not in steps and "step-000000019.ckpt" not in steps
+
+
+def test_ns_render_renders_the_default_source(trained):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ns-render needs ffmpeg (scripts/install.sh installs it as root)")
+    root, config = trained
+    out = root / "render"
+    run(
+        [
+            str(BIN / "ns-render"),
+            "interpolate",
+            "--load-config",
+            str(config),
+            "--output-path",
+            str(out),
+            "--output-format",
+            "images",
+            "--interpolation-steps",
+            "2",
+            "--rendered-output-names",
+            "rgb",
+        ],
+        cwd=root,
+    )
+    assert len(list(out.glob("*.jpg"))) >= 2
+
+
+def test_featurenerf_edit_writes_the_edited_render(trained):
+    root, config = trained
+    proc = run(
+        [
+            str(BIN / "featurenerf-edit"),
+            "--load-config",
+            str(config),
+            "--part",
+            "seat",
+            "--render-views",
+            "0",
+            "1",
+            "--min-accumulation",
+            "0.0",
+            "--output-dir",
+            str(root / "edit"),
+        ],
+        cwd=root,
+    )
+    pngs = sorted((root / "edit").glob("edit_seat_*.png"))
+    assert len(pngs) == 2 and "wrote" in proc.stdout
+    from PIL import Image
+
+    assert Image.open(pngs[0]).size == (3 * 32, 32)  # source | target render | edited
 
 
 def test_public_api_renders_and_queries(trained):
