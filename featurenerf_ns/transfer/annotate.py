@@ -20,7 +20,6 @@ bounding boxes matched per axis). Files are written atomically.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,25 +44,12 @@ from featurenerf_ns.transfer.annotations import (
     read_partnet_meta,
     read_shapenet_part,
 )
-from featurenerf_ns.transfer.data import resolve_data_path
+from featurenerf_ns.transfer.data import read_camera_json, resolve_data_path
 from featurenerf_ns.utils.errors import install_data_error_hook
-from featurenerf_ns.utils.io import DataError, read_json, write_npz
+from featurenerf_ns.utils.io import DataError, write_npz
 
 
 # ---------------------------------------------------------------------- cameras and rays
-def read_camera_json(path: os.PathLike | str, width: int) -> tuple[np.ndarray, float]:
-    """OpenCV camera-to-world matrices ``(NV, 4, 4)`` and the focal length in pixels at ``width``."""
-    meta = read_json(path)
-    try:
-        fov = float(meta["camera_angle_x"])
-        c2w = np.asarray([f["transform_matrix"] for f in meta["frames"]], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(path, f"expected camera_angle_x and frames[].transform_matrix ({e})") from None
-    if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
-        raise DataError(path, f"transform_matrix must be 4x4, got shape {c2w.shape}")
-    return c2w, width / (2.0 * math.tan(fov / 2.0))
-
-
 def pixel_rays(c2w: np.ndarray, focal: float, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Origins and unit directions ``(H*W, 3)`` of every pixel's ray, row-major (authors' convention)."""
     h, w = hw

@@ -44,6 +44,19 @@ def _load_npz(path: Path, keys: tuple[str, ...], allow_pickle: bool = False) -> 
         raise DataError(path, f"not a readable .npz file ({e})") from None
 
 
+def read_camera_json(path: os.PathLike | str, width: int) -> tuple[np.ndarray, float]:
+    """OpenCV camera-to-world matrices ``(NV, 4, 4)`` and the focal length in pixels at ``width``."""
+    meta = read_json(path)
+    try:
+        fov = float(meta["camera_angle_x"])
+        c2w = np.asarray([f["transform_matrix"] for f in meta["frames"]], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(path, f"expected camera_angle_x and frames[].transform_matrix ({e})") from None
+    if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
+        raise DataError(path, f"transform_matrix must be 4x4, got shape {c2w.shape}")
+    return c2w, width / (2.0 * math.tan(fov / 2.0))
+
+
 def resolve_data_path(data: os.PathLike | str, category: str | None = None) -> tuple[Path, Category]:
     """Split ``--data`` into the layout root and the category.
 
@@ -193,17 +206,7 @@ class CategoryData:
 
     def _cameras(self, obj_id: str) -> tuple[np.ndarray, float]:
         """OpenCV camera-to-world ``(NV, 4, 4)`` and the focal length at the render size."""
-        path = self.layout.camera_json(obj_id)
-        meta = read_json(path)
-        try:
-            fov = float(meta["camera_angle_x"])
-            c2w = np.asarray([f["transform_matrix"] for f in meta["frames"]], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(path, f"expected camera_angle_x and frames[].transform_matrix ({e})") from None
-        if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
-            raise DataError(path, f"transform_matrix must be 4x4, got {c2w.shape[1:]}")
-        w = self.image_size[1]
-        return c2w, w / (2.0 * math.tan(fov / 2.0))
+        return read_camera_json(self.layout.camera_json(obj_id), self.image_size[1])
 
     def project(self, obj_id: str, view: int, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Image points ``(N, 2)`` [x=col, y=row] (layout.py's convention) and camera depths of world points."""

@@ -20,6 +20,7 @@ from PIL import Image
 
 from featurenerf_ns.categories import resolve_category
 from featurenerf_ns.layout import DINO_TEACHER_FOLDER, CategoryLayout
+from featurenerf_ns.synthetic.render import look_at
 from featurenerf_ns.transfer.annotate import (
     RayCaster,
     annotate_object,
@@ -33,17 +34,6 @@ CAMERA_DISTANCE = 1.3
 PART_COLORS = np.array([[0, 0, 0], [200, 60, 60], [60, 160, 60], [60, 80, 200]], dtype=np.float64)
 
 
-def look_at_opencv(eye: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
-    """OpenCV camera-to-world matrix of a camera at ``eye`` looking at the origin."""
-    z = -eye / np.linalg.norm(eye)
-    x = np.cross(z, np.asarray(up, dtype=np.float64))
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
-    return c2w
-
-
 def toy_cameras(num_views: int, elevation_deg: float = 25.0) -> np.ndarray:
     """``(NV, 4, 4)`` cameras on a ring around the object (same for every object, like val/test data)."""
     el = math.radians(elevation_deg)
@@ -51,7 +41,7 @@ def toy_cameras(num_views: int, elevation_deg: float = 25.0) -> np.ndarray:
     for v in range(num_views):
         az = math.radians(-70.0 + 140.0 * (v + 0.5) / num_views)  # the front half: keypoints stay visible
         eye = CAMERA_DISTANCE * np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
-        out.append(look_at_opencv(eye))
+        out.append(look_at(eye))
     return np.stack(out)
 
 

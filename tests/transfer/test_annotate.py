@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from featurenerf_ns.synthetic.render import look_at as look_at_opencv
 from featurenerf_ns.transfer.annotate import (
     AnnotateConfig,
     RayCaster,
@@ -17,7 +18,6 @@ from featurenerf_ns.transfer.annotate import (
 )
 from featurenerf_ns.transfer.annotations import load_obj
 from featurenerf_ns.transfer.data import CategoryData
-from featurenerf_ns.transfer.toy import look_at_opencv
 
 
 def _cube():
