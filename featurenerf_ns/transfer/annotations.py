@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,16 +181,20 @@ def read_labels(path: os.PathLike | str) -> np.ndarray:
     return arr[:, 0].astype(np.int64)
 
 
-def read_synsetoffset2category(path: os.PathLike | str) -> dict[str, str]:
-    """``synsetoffset2category.txt`` as ``{class name: synset}`` (e.g. ``{"Chair": "03001627"}``)."""
+def _fields_per_line(path: os.PathLike | str) -> Iterator[tuple[int, list[str], str]]:
+    """``(line number, whitespace-separated fields, line)`` of each non-blank line of a text file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
-    out = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
+        if line.strip():
+            yield lineno, line.split(), line
+
+
+def read_synsetoffset2category(path: os.PathLike | str) -> dict[str, str]:
+    """``synsetoffset2category.txt`` as ``{class name: synset}`` (e.g. ``{"Chair": "03001627"}``)."""
+    out = {}
+    for lineno, parts, line in _fields_per_line(path):
         if len(parts) != 2 or not parts[1].isdigit():
             raise DataError(path, f"line {lineno}: expected '<Name> <synset>', got {line!r}")
         out[parts[0]] = parts[1]
@@ -226,14 +230,8 @@ def read_shapenet_part(root: os.PathLike | str, synset: str, model_id: str) -> t
 # ---------------------------------------------------------------------- PartNet
 def read_partnet_level_names(path: os.PathLike | str) -> dict[str, int]:
     """``<Cat>-level-1.txt`` (lines ``<id> <path>``, e.g. ``1 chair/chair_back``) as ``{path: id}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
     out = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
+    for lineno, parts, line in _fields_per_line(path):
         if len(parts) < 2 or not parts[0].isdigit():
             raise DataError(path, f"line {lineno}: expected '<id> <path>', got {line!r}")
         out[parts[1]] = int(parts[0])
@@ -242,14 +240,8 @@ def read_partnet_level_names(path: os.PathLike | str) -> dict[str, int]:
 
 def read_partnet_merging(path: os.PathLike | str) -> dict[str, str]:
     """``merging2_hierarchy_mapping/<Cat>.txt`` (lines ``<raw path> <merged path>``) as a dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
     out = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
+    for lineno, parts, _ in _fields_per_line(path):
         if len(parts) != 2:
             raise DataError(path, f"line {lineno}: expected '<raw path> <merged path>'")
         out[parts[0]] = parts[1]
