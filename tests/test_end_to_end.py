@@ -26,25 +26,20 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+def ns_train(root: Path, timestamp: str, *extra: str) -> subprocess.CompletedProcess:
+    """``ns-train featurenerf-tiny`` on the module's tiny category."""
+    data, out = str(root / "data" / "chair"), str(root / "outputs")
+    args = ["featurenerf-tiny", "--data", data, "--output-dir", out, "--timestamp", timestamp, *extra]
+    return run([str(BIN / "ns-train"), *args], cwd=root)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     generate_category(
         root / "data", "chair", num_objects=8, num_views=4, image_size=32, num_pairs=4, workers=0, progress=False
     )
-    run(
-        [
-            str(BIN / "ns-train"),
-            "featurenerf-tiny",
-            "--data",
-            str(root / "data" / "chair"),
-            "--output-dir",
-            str(root / "outputs"),
-            "--timestamp",
-            "run",
-        ],
-        cwd=root,
-    )
+    ns_train(root, "run")
     config = root / "outputs" / "chair" / "featurenerf-tiny" / "run" / "config.yml"
     assert config.is_file()
     return root, config
@@ -71,23 +66,7 @@ def test_ns_eval_reports_psnr_ssim(trained):
 def test_resume_continues_from_checkpoint(trained):
     root, config = trained
     ckpt_dir = config.parent / "nerfstudio_models"
-    proc = run(
-        [
-            str(BIN / "ns-train"),
-            "featurenerf-tiny",
-            "--data",
-            str(root / "data" / "chair"),
-            "--output-dir",
-            str(root / "outputs"),
-            "--timestamp",
-            "resumed",
-            "--load-dir",
-            str(ckpt_dir),
-            "--max-num-iterations",
-            "30",
-        ],
-        cwd=root,
-    )
+    proc = ns_train(root, "resumed", "--load-dir", str(ckpt_dir), "--max-num-iterations", "30")
     assert "Done loading Nerfstudio checkpoint" in proc.stdout + proc.stderr
     resumed = root / "outputs" / "chair" / "featurenerf-tiny" / "resumed" / "nerfstudio_models"
     steps = sorted(p.name for p in resumed.glob("step-*.ckpt"))

@@ -15,7 +15,7 @@ ShapeNet, and picked up by ``--teacher auto``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
@@ -67,17 +67,8 @@ class CO3DDataParserConfig(CategoryDataParserConfig):
     """Show a progress bar while preprocessing."""
 
     def cache_settings(self) -> Co3dCacheSettings:
-        return Co3dCacheSettings(
-            subset=self.subset,
-            min_viewpoint_quality=self.min_viewpoint_quality,
-            frames_per_sequence=self.frames_per_sequence,
-            resolution=self.resolution,
-            crop_margin=self.crop_margin,
-            mask_threshold=self.mask_threshold,
-            min_mask_fraction=self.min_mask_fraction,
-            camera_distance=self.camera_distance,
-            skip_bad_sequences=self.skip_bad_sequences,
-        )
+        # The cache's settings are the subset of this config's fields that change the cached files.
+        return Co3dCacheSettings(**{f.name: getattr(self, f.name) for f in fields(Co3dCacheSettings)})
 
 
 class _CacheLayoutParser(FeatureNeRFDataParser):
