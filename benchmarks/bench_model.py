@@ -1,15 +1,24 @@
 """Speed of the FeatureNeRF model on this machine, side by side with plain matmul in the same run.
 
-For the paper configuration and the CPU preset it prints:
-  * plain ``torch.mm`` GFLOP/s (4096x512 @ 512x512, fp32): the machine's reference speed;
-  * MLP samples/s and GFLOP/s, forward only and forward+backward, as a fraction of matmul speed;
-  * one training step (B objects x R rays, one source view, coarse + fine, losses, backward, Adam);
-  * one full-image feature render (v_NeRF composited), its time and peak memory (measured in a
-    fresh subprocess so that earlier allocations do not count).
-Random weights and inputs, as the authors' timings (shared/reference/featurenerf-official.md):
-11.65 s per training step, 168 s and 17 GB per 128x128 render, ~35% / ~26% of matmul speed.
+For the paper configuration and the CPU preset, and for each variant below, it prints MLP samples/s
+and GFLOP/s (forward, forward+backward) as a fraction of plain fp32 matmul speed, one training step
+(B objects x R rays, one source view, coarse + fine, losses, backward, Adam), and one full-image
+v_NeRF render with its peak memory. Variants, each measured in a fresh process:
 
-Usage: python benchmarks/bench_model.py [--configs paper cpu] [--repeats 3] [--skip-render]
+  authors     the authors' order of computation (featurenerf_ns.model.reference, same weights) with
+              PyTorch's defaults: how their implementation computes, on this machine, in this run;
+              its render is timed on 512 rays and scaled (a full image needs ~17 GB that way)
+  defaults    our computation with PyTorch's defaults (MKL GEMMs, glibc returning freed memory)
+  memory      + freed CPU memory kept for reuse (model option ``retain_freed_memory``)
+  ours        + oneDNN GEMMs for the MLP (model option ``onednn_gemm``): what ``ns-train`` runs
+
+Plain matmul (4096x512 @ 512x512, fp32) is measured with both libraries PyTorch ships: ``torch.mm``
+(MKL) and oneDNN's linear; percentages are against the faster. Random weights and inputs, as the
+authors' timings (shared/reference/featurenerf-official.md): 11.65 s per training step, 168 s and
+17 GB per 128x128 render, ~35% / ~26% of matmul speed (taken when torch.mm ran at 364-438 GFLOP/s).
+
+Usage: python benchmarks/bench_model.py [--configs paper cpu] [--variants authors defaults memory ours]
+       [--repeats 3] [--skip-render]
 """
 
 from __future__ import annotations
@@ -26,12 +35,21 @@ import torch
 from featurenerf_ns.method_configs import _cpu, _paper
 from featurenerf_ns.utils.cameras import random_upper_hemisphere
 
+VARIANTS = {
+    "authors": {"label": "authors' order, torch defaults", "onednn": False, "retain": False},
+    "defaults": {"label": "ours, torch defaults", "onednn": False, "retain": False},
+    "memory": {"label": "ours + freed memory kept", "onednn": False, "retain": True},
+    "ours": {"label": "ours + oneDNN GEMM (shipped)", "onednn": True, "retain": True},
+}
 
-def model_for(name: str, feature_dim: int = 384):
+
+def model_for(name: str, variant: str = "ours", feature_dim: int = 384):
     cfg = (_paper() if name == "paper" else _cpu()).pipeline
     model_cfg = cfg.model
     model_cfg.encoder.weights = None
     model_cfg.feature_dim = feature_dim
+    model_cfg.onednn_gemm = VARIANTS[variant]["onednn"]
+    model_cfg.retain_freed_memory = VARIANTS[variant]["retain"]
     from nerfstudio.data.scene_box import SceneBox
 
     model = model_cfg.setup(
@@ -51,10 +69,18 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_gflops(repeats: int) -> float:
+def matmul_gflops(repeats: int) -> dict[str, float]:
+    """Plain fp32 matmul speed with each GEMM library PyTorch ships (MKL via ``torch.mm``, and oneDNN)."""
+    from featurenerf_ns.model.gemm import ONEDNN_AVAILABLE
+
     a, b = torch.randn(4096, 512), torch.randn(512, 512)
-    t = timed(lambda: torch.mm(a, b), repeats * 10)
-    return 2 * 4096 * 512 * 512 / t / 1e9
+    flop = 2 * 4096 * 512 * 512
+    result = {"mkl": flop / timed(lambda: torch.mm(a, b), repeats * 10) / 1e9}
+    if ONEDNN_AVAILABLE:
+        bt = b.t().contiguous()
+        t = timed(lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], ""), repeats * 10)
+        result["onednn"] = flop / t / 1e9
+    return result
 
 
 def mlp_flops_per_sample(model) -> float:
@@ -118,10 +144,10 @@ def bench_train_step(model, dm, size: int, repeats: int) -> dict:
 
 
 def bench_reference(model, dm, size: int, repeats: int, render_rays: int = 512) -> dict:
-    """The authors' order of computation (featurenerf_ns.model.reference) on the same inputs, same machine.
+    """The authors' order of computation (featurenerf_ns.model.reference) on the same kind of inputs.
 
-    The training step is timed in full. Rendering is timed on ``render_rays`` rays for both formulations
-    and scaled to a full image (rays are independent; the authors' renderer takes ~17 GB for a full one).
+    The training step is timed in full. The render is timed on ``render_rays`` rays and scaled to a full
+    image (rays are independent; rendered this way, a full image holds ~17 GB of samples at once).
     """
     from featurenerf_ns.model.reference import reference_render
 
@@ -149,28 +175,25 @@ def bench_reference(model, dm, size: int, repeats: int, render_rays: int = 512) 
         loss.backward()
         opt.step()
 
-    train_s = timed(step, max(1, repeats - 1))
+    train_s = timed(step, repeats)
     model.eval()
-    o1, d1 = origins[:1, :1].expand(1, render_rays, 3), directions[:1, :1].expand(1, render_rays, 3)
-    d1 = torch.nn.functional.normalize(d1 + 0.3 * torch.randn(1, render_rays, 3), dim=-1)
+    o1 = origins[:1, :1].expand(1, render_rays, 3)
+    d1 = torch.nn.functional.normalize(directions[:1, :1] + 0.3 * torch.randn(1, render_rays, 3), dim=-1)
+    n1, f1 = near[:1, :1].expand(1, render_rays, 1), far[:1, :1].expand(1, render_rays, 1)
     with torch.no_grad():
         latent = model.encoder(images[:1])
-        cond = model.field.condition(latent, c2w[:1], intr[:1], (size, size), 1)
-        n1, f1 = near[:1, :1].expand(1, render_rays, 1), far[:1, :1].expand(1, render_rays, 1)
-        ref_s = timed(
+        render_s = timed(
             lambda: reference_render(
                 model.field, latent, c2w[:1], intr[:1], (size, size), o1, d1, n1, f1, model.sampling
             ),
             1,
         )
-        ours_s = timed(lambda: model.render_rays(cond, o1, d1, frozenset({"v_nerf"})), 1)
-    scale = size * size / render_rays
-    return {"ref_train_step_s": train_s, "ref_render_s": ref_s * scale, "ours_render_subset_s": ours_s * scale}
+    return {"train_step_s": train_s, "render_s": render_s * size * size / render_rays, "render_scaled": True}
 
 
-def bench_render(name: str) -> dict:
-    """Runs in a fresh process: time and peak RSS of one full-image v_NeRF render."""
-    model, dm, size = model_for(name)
+def bench_render(name: str, variant: str) -> dict:
+    """Time and peak RSS of one full-image v_NeRF render (run first thing in a fresh process)."""
+    model, dm, size = model_for(name, variant)
     model.eval()
     c2w, intr = random_cameras(2, size)
     from nerfstudio.cameras.cameras import Cameras
@@ -193,7 +216,17 @@ def bench_render(name: str) -> dict:
     t = time.perf_counter() - start
     peak = _rss_mb("VmHWM")
     assert out["v_nerf"].shape == (size, size, model.field.mlp.width)
-    return {"render_s": t, "render_size": size, "render_peak_extra_mb": peak - base, "render_peak_rss_mb": peak}
+    return {"render_s": t, "render_peak_extra_mb": peak - base}
+
+
+def worker(name: str, variant: str, task: str, repeats: int) -> dict:
+    """One measurement in this (fresh) process: ``train`` (MLP + training step) or ``render``."""
+    model, dm, size = model_for(name, variant)
+    if variant == "authors":
+        return bench_reference(model, dm, size, repeats) if task == "train" else {}
+    if task == "render":
+        return bench_render(name, variant)
+    return {**bench_mlp(model, repeats), **bench_train_step(model, dm, size, repeats)}
 
 
 def _rss_mb(field: str) -> float:
@@ -210,64 +243,80 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
+def _spawn(name: str, variant: str, task: str, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, variant, task, "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}/{variant}/{task} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _print_table(name: str, size: int, rows: dict[str, dict], peak: float) -> None:
+    def pct(gflops: float | None) -> str:
+        return "-" if gflops is None else f"{gflops:.0f} GFLOP/s ({gflops / peak:.0%})"
+
+    print(
+        f"  {'variant':32} {'MLP forward':>20} {'MLP fwd+bwd':>20} {'training step':>14} {'render':>11} {'peak mem':>9}"
+    )
+    for variant, r in rows.items():
+        render = "-" if "render_s" not in r else f"{r['render_s']:.1f} s" + ("*" if r.get("render_scaled") else "")
+        mem = f"{r['render_peak_extra_mb']:.0f} MB" if "render_peak_extra_mb" in r else "-"
+        step = f"{r['train_step_s']:.2f} s" if "train_step_s" in r else "-"
+        print(
+            f"  {VARIANTS[variant]['label']:32} {pct(r.get('mlp_fwd_gflops')):>20} "
+            f"{pct(r.get('mlp_train_gflops')):>20} {step:>14} {render:>11} {mem:>9}"
+        )
+    if any(r.get("render_scaled") for r in rows.values()):
+        print(f"  * timed on 512 rays, scaled to {size}x{size}")
+    if "ours" in rows and "mlp_train_samples_per_s" in rows["ours"]:
+        r = rows["ours"]
+        print(
+            f"  shipped MLP: {r['mlp_fwd_samples_per_s']:,.0f} samples/s forward, "
+            f"{r['mlp_train_samples_per_s']:,.0f} samples/s forward+backward; training step "
+            f"{r['train_mlp_samples_per_s']:,.0f} MLP samples/s"
+        )
+    if "ours" in rows and "authors" in rows:
+        ours, ref = rows["ours"], rows["authors"]
+        ratios = [f"training step {ref['train_step_s'] / ours['train_step_s']:.1f}x"]
+        if "render_s" in ours and "render_s" in ref:
+            ratios.append(f"render {ref['render_s'] / ours['render_s']:.1f}x")
+        print(f"  shipped vs the authors' order of computation, same run: {', '.join(ratios)} faster")
+    if name == "paper" and "ours" in rows and "render_s" in rows["ours"]:
+        ours = rows["ours"]
+        print(
+            "  shipped vs the authors' implementation as measured in shared/reference (11.65 s/step, "
+            f"168 s and 17 GB/render): {11.65 / ours['train_step_s']:.1f}x, {168 / ours['render_s']:.1f}x faster, "
+            f"{ours['render_peak_extra_mb'] / 1024:.2f} GB"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["paper", "cpu"], choices=["paper", "cpu"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-render", action="store_true")
-    parser.add_argument("--reference", action="store_true", help="also time the authors' order of computation")
-    parser.add_argument("--render-only", choices=["paper", "cpu"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("CONFIG", "VARIANT", "TASK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.render_only:
-        print(json.dumps(bench_render(args.render_only)))
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.repeats)))
         return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     mm = matmul_gflops(args.repeats)
-    print(f"plain torch.mm 4096x512 @ 512x512: {mm:.1f} GFLOP/s")
+    peak = max(mm.values())
+    print("plain fp32 matmul 4096x512 @ 512x512: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in mm.items()))
     for name in args.configs:
-        model, dm, size = model_for(name)
-        res = {"matmul_gflops": mm, **bench_mlp(model, args.repeats)}
-        res.update(bench_train_step(model, dm, size, args.repeats))
-        if args.reference:
-            res.update(bench_reference(model, dm, size, args.repeats))
-        if not args.skip_render:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--render-only", name], capture_output=True, text=True, check=True
-            )
-            res.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-        mm_now = matmul_gflops(args.repeats)
+        model, _, size = model_for(name)
         print(f"\n== {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {size}px) ==")
-        print(
-            f"  MLP forward:        {res['mlp_fwd_samples_per_s']:,.0f} samples/s, {res['mlp_fwd_gflops']:.1f} GFLOP/s"
-            f" = {res['mlp_fwd_gflops'] / mm:.0%} of matmul"
-        )
-        print(
-            f"  MLP fwd+bwd:        {res['mlp_train_samples_per_s']:,.0f} samples/s, {res['mlp_train_gflops']:.1f}"
-            f" GFLOP/s = {res['mlp_train_gflops'] / mm:.0%} of matmul"
-        )
-        print(
-            f"  training step:      {res['train_step_s']:.3f} s ({res['train_mlp_samples_per_s']:,.0f} MLP samples/s)"
-        )
-        if "render_s" in res:
-            print(
-                f"  {size}x{size} v_NeRF render: {res['render_s']:.2f} s, peak memory "
-                f"{res['render_peak_extra_mb']:.0f} MB above the loaded model "
-                f"(whole process during the render: {res['render_peak_rss_mb']:.0f} MB)"
-            )
-        if "ref_train_step_s" in res:
-            ref_t, ref_r, ours_r = res["ref_train_step_s"], res["ref_render_s"], res["ours_render_subset_s"]
-            print(
-                f"  authors' order of computation, same run: training step {ref_t:.3f} s = "
-                f"{ref_t / res['train_step_s']:.1f}x ours; {size}x{size} render (scaled from 512 rays) "
-                f"{ref_r:.1f} s vs ours {ours_r:.1f} s = {ref_r / ours_r:.1f}x"
-            )
-        print(f"  matmul re-measured after: {mm_now:.1f} GFLOP/s (drift check)")
-        if name == "paper" and "render_s" in res:
-            print(
-                "  vs the authors' implementation as measured in shared/reference (11.65 s/step, 168 s/render, "
-                f"matmul then 364-438 GFLOP/s): {11.65 / res['train_step_s']:.1f}x, {168 / res['render_s']:.1f}x"
-            )
+        rows = {}
+        for variant in args.variants:
+            rows[variant] = _spawn(name, variant, "train", args.repeats)
+            if not args.skip_render:
+                rows[variant].update(_spawn(name, variant, "render", args.repeats))
+        _print_table(name, size, rows, peak)
+    after = matmul_gflops(args.repeats)
+    print("\nmatmul re-measured after (drift check): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in after.items()))
 
 
 if __name__ == "__main__":

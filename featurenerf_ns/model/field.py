@@ -23,6 +23,8 @@ from jaxtyping import Float
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
+from featurenerf_ns.model.gemm import linear, linear_nograd
+
 
 @dataclass
 class Conditioning:
@@ -50,15 +52,18 @@ class Conditioning:
     def select(self, objects: list[int]) -> "Conditioning":
         """The conditioning of a subset of objects (in the given order)."""
         idx = torch.tensor(objects, device=self.w2c.device)
-        rows = (idx[:, None] * self.num_views + torch.arange(self.num_views, device=idx.device)).reshape(-1)
+        views = (idx[:, None] * self.num_views + torch.arange(self.num_views, device=idx.device)).reshape(-1)
+        cells = self.latent_hw[0] * self.latent_hw[1]
+        rows = (views[:, None] * cells + torch.arange(cells, device=idx.device)).reshape(-1)
         return Conditioning(
-            self.latent_z[rows],
-            self.w2c[rows],
-            self.focal[rows],
-            self.center[rows],
-            self.image_wh,
-            len(objects),
-            self.num_views,
+            latent_rows=self.latent_rows[rows],
+            latent_hw=self.latent_hw,
+            w2c=self.w2c[views],
+            focal=self.focal[views],
+            center=self.center[views],
+            image_wh=self.image_wh,
+            num_objects=len(objects),
+            num_views=self.num_views,
         )
 
 
@@ -96,11 +101,10 @@ class ResnetBlockFC(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():
-            return x + self.fc_1(F.relu(self.fc_0(F.relu(x))))
-        # Inference: reuse buffers; the residual is accumulated into x by the GEMM itself (beta=1).
-        h = F.linear(F.relu(x), self.fc_0.weight, self.fc_0.bias).relu_()
-        x = x.add_(self.fc_1.bias) if x.is_contiguous() else x + self.fc_1.bias
-        return x.addmm_(h, self.fc_1.weight.t())
+            h = F.relu(linear(F.relu(x), self.fc_0.weight, self.fc_0.bias))
+            return x + linear(h, self.fc_1.weight, self.fc_1.bias)
+        h = linear_nograd(F.relu(x), self.fc_0.weight, self.fc_0.bias, relu=True)
+        return x.add_(linear_nograd(h, self.fc_1.weight, self.fc_1.bias))
 
 
 class ResnetFC(nn.Module):
@@ -122,11 +126,12 @@ class ResnetFC(nn.Module):
         self.width = width
         self.combine_layer = combine_layer
 
-    def project_latent(self, latent: Float[Tensor, "BS L h w"]) -> Float[Tensor, "BS Z h w"]:
-        """Apply every ``lin_z`` to a latent map at once (a 1x1 convolution)."""
+    def project_latent(self, latent: Float[Tensor, "BS L h w"]) -> Float[Tensor, "BShw Z"]:
+        """Apply every ``lin_z`` to every cell of the latent maps at once; one row per cell, view-major."""
         weight = torch.cat([lin.weight for lin in self.lin_z], dim=0)
         bias = torch.cat([lin.bias for lin in self.lin_z], dim=0)
-        return F.conv2d(latent, weight[:, :, None, None], bias)
+        # Row-major rows: the gathers then read contiguous rows (a strided view would be several times slower).
+        return linear(latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1]), weight, bias)
 
     def forward(
         self, x_in: Float[Tensor, "R d_in"], z: Float[Tensor, "R Z"], num_objects: int, num_views: int
@@ -140,13 +145,15 @@ class ResnetFC(nn.Module):
             num_views: source views per object, averaged at ``combine_layer``.
         """
         grad = torch.is_grad_enabled()
-        x = F.linear(x_in, self.lin_in.weight, self.lin_in.bias)
+        # One split (its backward is one concatenation) rather than slices, whose backward would each
+        # allocate and zero a gradient as large as z.
+        z_parts = z.split(self.width, dim=1)
+        x = linear(x_in, self.lin_in.weight, self.lin_in.bias)
         for i, block in enumerate(self.blocks):
             if i == self.combine_layer and num_views > 1:
                 x = x.view(num_objects, num_views, -1, self.width).mean(dim=1).view(-1, self.width)
-            if i < len(self.lin_z):
-                zi = z[:, i * self.width : (i + 1) * self.width]
-                x = x + zi if grad else x.add_(zi)
+            if i < len(z_parts):
+                x = x + z_parts[i] if grad else x.add_(z_parts[i])
             x = block(x)
         if self.combine_layer >= len(self.blocks) and num_views > 1:
             x = x.view(num_objects, num_views, -1, self.width).mean(dim=1).view(-1, self.width)
@@ -248,11 +255,9 @@ class FeatureNeRFField(nn.Module):
         focal = torch.stack((intrinsics[:, 0], -intrinsics[:, 1]), dim=-1)
         # The authors index pixels at integer coordinates; nerfstudio centres them at +0.5.
         center = intrinsics[:, 2:4] - 0.5
-        z = self.mlp.project_latent(latent)
         return Conditioning(
-            # Row-major rows: for one view the reshape would otherwise be a column-major view (slow gathers).
-            latent_rows=z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).contiguous(),
-            latent_hw=(z.shape[2], z.shape[3]),
+            latent_rows=self.mlp.project_latent(latent),
+            latent_hw=(latent.shape[2], latent.shape[3]),
             w2c=torch.cat((rot, trans), dim=-1),
             focal=focal,
             center=center,
@@ -325,7 +330,7 @@ class FeatureNeRFField(nn.Module):
         result = FieldOutputs()
         if wanted:
             lo, hi = spans[wanted[0]][0], spans[wanted[-1]][1]
-            out = F.linear(F.relu(v_nerf), lin.weight[lo:hi], lin.bias[lo:hi])
+            out = linear(F.relu(v_nerf), lin.weight[lo:hi], lin.bias[lo:hi])
             # One split (its backward is one concatenation) rather than slices, whose backward would
             # allocate and zero a full-size gradient per slice.
             cuts = sorted({0, hi - lo, *(spans[k][0] - lo for k in wanted), *(spans[k][1] - lo for k in wanted)})

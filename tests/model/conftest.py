@@ -16,3 +16,16 @@ def tiny_field():
     for block in field.mlp.blocks:
         torch.nn.init.normal_(block.fc_1.weight, std=0.1)
     return encoder.eval(), field
+
+
+@pytest.fixture(params=["onednn", "default"])
+def gemm_backend(request):
+    """Run a test with the MLP's CPU GEMMs on oneDNN and on PyTorch's default path."""
+    from featurenerf_ns.model import gemm
+
+    if request.param == "onednn" and not gemm.ONEDNN_AVAILABLE:
+        pytest.skip("this torch build has no oneDNN linear")
+    previous = gemm.onednn_enabled()
+    gemm.set_onednn_enabled(request.param == "onednn")
+    yield request.param
+    gemm.set_onednn_enabled(previous)

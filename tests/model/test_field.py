@@ -16,7 +16,7 @@ def _inputs(num_views, B=2, N=50, size=32):
     return c2w, intr, points, viewdirs
 
 
-def test_field_matches_authors_formulation(tiny_field):
+def test_field_matches_authors_formulation(tiny_field, gemm_backend):
     encoder, field = tiny_field
     for num_views in (1, 2):
         c2w, intr, points, viewdirs = _inputs(num_views)
