@@ -88,7 +88,7 @@ def _cpu() -> TrainerConfig:
         steps_per_eval_image=1000,
         steps_per_eval_all_images=100_000,
         steps_per_save=500,
-        max_num_iterations=2500,
+        max_num_iterations=4000,
         mixed_precision=False,
         pipeline=FeatureNeRFPipelineConfig(
             datamanager=FeatureNeRFDataManagerConfig(
