@@ -71,10 +71,11 @@ class FeatureNeRFModelConfig(ModelConfig):
     """Rays rendered at once for full images (bounds memory: ~1 GB at the paper's width)."""
     onednn_gemm: bool = True
     """On CPU, run the MLP's fp32 GEMMs with oneDNN instead of PyTorch's default (MKL), which is ~2x slower on
-    AMD processors. Same fp32 arithmetic; no effect on CUDA."""
+    AMD processors. Same fp32 arithmetic; no effect on CUDA. Process-wide: the last model set up decides."""
     retain_freed_memory: bool = True
     """Let this process keep freed CPU memory for reuse (glibc) instead of returning it to the kernel and paying
-    for fresh zeroed pages every step (~40% of a CPU training step at the paper's size)."""
+    for fresh zeroed pages every step (~40% of a CPU training step at the paper's size). Process-wide; the process
+    then keeps its peak resident size until it exits."""
 
 
 class FeatureNeRFModel(Model):
