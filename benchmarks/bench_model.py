@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 
@@ -119,76 +120,94 @@ def bench_mlp(model, repeats: int, n: int = 16384) -> dict:
     }
 
 
-def bench_train_step(model, dm, size: int, repeats: int) -> dict:
+def _train_batch(model, dm, size: int) -> SimpleNamespace:
+    """Random inputs of one training step: B objects with one source view each, R target rays per object."""
     B, R = dm.objects_per_batch, dm.rays_per_object
+    c2w, intr = random_cameras(B * 2, size)
+    origins = c2w[B:, None, :, 3].expand(B, R, 3).contiguous()
+    return SimpleNamespace(
+        B=B,
+        R=R,
+        c2w=c2w[:B],
+        intr=intr[:B],
+        images=torch.rand(B, 3, size, size),
+        origins=origins,
+        directions=torch.nn.functional.normalize(-origins + 0.3 * torch.randn(B, R, 3), dim=-1),
+        rgb=torch.rand(B, R, 3),
+        feature=torch.randn(B, R, model.feature_dim),
+    )
+
+
+def _time_training(model, loss_fn, repeats: int) -> float:
+    """Median seconds of ``zero_grad; loss_fn().backward(); Adam step``."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    c2w, intr = random_cameras(B * 2, size)
-    images = torch.rand(B, 1, 3, size, size)
-    origins = c2w[B:, None, :, 3].expand(B, R, 3).contiguous()
-    directions = torch.nn.functional.normalize(-origins + 0.3 * torch.randn(B, R, 3), dim=-1)
-    rgb_gt, feat_gt = torch.rand(B * R, 3), torch.randn(B * R, model.feature_dim)
 
     def step():
         opt.zero_grad()
-        cond = model.encode(images, c2w[:B, None], intr[:B, None])
-        out = model.render_rays(cond, origins, directions, frozenset({"rgb", "feature", "coord"}))
-        flat = {k: v.reshape(B * R, -1) for k, v in out.items()}
-        losses = model.get_loss_dict(flat, {"image": rgb_gt, "teacher": feat_gt})
-        sum(losses.values()).backward()
+        loss_fn().backward()
         opt.step()
 
-    t = timed(step, repeats)
-    samples = B * R * (model.sampling.num_coarse + model.sampling.num_fine)
+    return timed(step, repeats)
+
+
+def bench_train_step(model, dm, size: int, repeats: int) -> dict:
+    b = _train_batch(model, dm, size)
+
+    def loss():
+        cond = model.encode(b.images[:, None], b.c2w[:, None], b.intr[:, None])
+        out = model.render_rays(cond, b.origins, b.directions, frozenset({"rgb", "feature", "coord"}))
+        flat = {k: v.reshape(b.B * b.R, -1) for k, v in out.items()}
+        batch = {"image": b.rgb.reshape(-1, 3), "teacher": b.feature.reshape(b.B * b.R, -1)}
+        return sum(model.get_loss_dict(flat, batch).values())
+
+    t = _time_training(model, loss, repeats)
+    samples = b.B * b.R * (model.sampling.num_coarse + model.sampling.num_fine)
     return {"train_step_s": t, "train_mlp_samples_per_s": samples / t}
 
 
-def bench_reference(model, dm, size: int, repeats: int, render_rays: int = 512) -> dict:
-    """The authors' order of computation (featurenerf_ns.model.reference) on the same kind of inputs.
-
-    The training step is timed in full. The render is timed on ``render_rays`` rays and scaled to a full
-    image (rays are independent; rendered this way, a full image holds ~17 GB of samples at once).
-    """
+def bench_reference_train_step(model, dm, size: int, repeats: int) -> dict:
+    """One training step in the authors' order of computation (featurenerf_ns.model.reference), same losses."""
     from featurenerf_ns.model.reference import reference_render
 
-    B, R = dm.objects_per_batch, dm.rays_per_object
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    c2w, intr = random_cameras(B * 2, size)
-    images = torch.rand(B, 3, size, size)
-    origins = c2w[B:, None, :, 3].expand(B, R, 3).contiguous()
-    directions = torch.nn.functional.normalize(-origins + 0.3 * torch.randn(B, R, 3), dim=-1)
-    near, far = torch.full((B, R, 1), 0.8), torch.full((B, R, 1), 1.8)
-    rgb_gt, feat_gt = torch.rand(B, R, 3), torch.randn(B, R, model.feature_dim)
+    b = _train_batch(model, dm, size)
+    near, far = torch.full((b.B, b.R, 1), model.near), torch.full((b.B, b.R, 1), model.far)
     cfg = model.config
     mse = torch.nn.functional.mse_loss
 
-    def step():
-        opt.zero_grad()
-        latent = model.encoder(images)
+    def loss():
+        latent = model.encoder(b.images)
         coarse, fine = reference_render(
-            model.field, latent, c2w[:B], intr[:B], (size, size), origins, directions, near, far, model.sampling
+            model.field, latent, b.c2w, b.intr, (size, size), b.origins, b.directions, near, far, model.sampling
         )
-        loss = sum(mse(o["rgb"], rgb_gt) for o in (coarse, fine))
-        loss = loss + cfg.lambda_distill * sum(mse(o["feature"], feat_gt) for o in (coarse, fine))
-        loss = loss + cfg.lambda_coord * sum(o["coord"].square().mean() for o in (coarse, fine))
-        loss.backward()
-        opt.step()
+        total = sum(mse(o["rgb"], b.rgb) for o in (coarse, fine))
+        total = total + cfg.lambda_distill * sum(mse(o["feature"], b.feature) for o in (coarse, fine))
+        return total + cfg.lambda_coord * sum(o["coord"].square().mean() for o in (coarse, fine))
 
-    train_s = timed(step, repeats)
+    return {"train_step_s": _time_training(model, loss, repeats)}
+
+
+def bench_reference_render(model, size: int, render_rays: int = 512) -> dict:
+    """The authors' order of computation timed on ``render_rays`` rays, scaled to a full image.
+
+    Rays are independent; rendered this way a full image would hold ~17 GB of samples at once.
+    """
+    from featurenerf_ns.model.reference import reference_render
+
     model.eval()
-    o1 = origins[:1, :1].expand(1, render_rays, 3)
-    d1 = torch.nn.functional.normalize(directions[:1, :1] + 0.3 * torch.randn(1, render_rays, 3), dim=-1)
-    n1, f1 = near[:1, :1].expand(1, render_rays, 1), far[:1, :1].expand(1, render_rays, 1)
+    c2w, intr = random_cameras(2, size)
+    origins = c2w[1:, None, :, 3].expand(1, render_rays, 3)
+    directions = torch.nn.functional.normalize(-origins + 0.3 * torch.randn(1, render_rays, 3), dim=-1)
+    near, far = torch.full((1, render_rays, 1), model.near), torch.full((1, render_rays, 1), model.far)
     with torch.no_grad():
-        latent = model.encoder(images[:1])
-        render_s = timed(
+        latent = model.encoder(torch.rand(1, 3, size, size))
+        t = timed(
             lambda: reference_render(
-                model.field, latent, c2w[:1], intr[:1], (size, size), o1, d1, n1, f1, model.sampling
+                model.field, latent, c2w[:1], intr[:1], (size, size), origins, directions, near, far, model.sampling
             ),
             1,
         )
-    return {"train_step_s": train_s, "render_s": render_s * size * size / render_rays, "render_scaled": True}
+    return {"render_s": t * size * size / render_rays, "render_scaled": True}
 
 
 def bench_render(name: str, variant: str) -> dict:
@@ -223,7 +242,11 @@ def worker(name: str, variant: str, task: str, repeats: int) -> dict:
     """One measurement in this (fresh) process: ``train`` (MLP + training step) or ``render``."""
     model, dm, size = model_for(name, variant)
     if variant == "authors":
-        return bench_reference(model, dm, size, repeats) if task == "train" else {}
+        return (
+            bench_reference_train_step(model, dm, size, repeats)
+            if task == "train"
+            else bench_reference_render(model, size)
+        )
     if task == "render":
         return bench_render(name, variant)
     return {**bench_mlp(model, repeats), **bench_train_step(model, dm, size, repeats)}
