@@ -4,7 +4,7 @@ glibc serves every allocation above its mmap threshold (128 KiB to 32 MiB, adapt
 pages from the kernel and unmaps them on free. A training step allocates and frees hundreds of
 activation buffers of 8-200 MB, so each step pays for the kernel zeroing those pages again; on
 the 2-core machines of this project that was ~40% of a CPU training step at the paper's size
-(``benchmarks/bench_model.py --allocator both`` measures it). Raising the threshold and the trim
+(``benchmarks/bench_model.py`` measures it: its "memory" variant). Raising the threshold and the trim
 limit makes glibc keep freed blocks in the heap and hand them out again, as caching allocators do on
 GPUs. The process keeps its peak resident size until it exits.
 """
