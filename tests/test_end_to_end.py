@@ -140,3 +140,16 @@ def test_public_api_renders_and_queries(trained):
     assert ((maps["accumulation"] >= 0) & (maps["accumulation"] <= 1 + 1e-5)).all()
     q = tf.query(cond, torch.zeros(5, 3))
     assert q["v_nerf"].shape == (5, 32) and q["density"].shape == (5, 1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_ns_train_on_cuda_without_a_gpu_is_one_clear_line(trained):
+    root, _ = trained
+    data = str(root / "data" / "chair")
+    cmd = [str(BIN / "ns-train"), "featurenerf-tiny", "--data", data, "--output-dir", str(root / "cuda-run")]
+    cmd += ["--machine.device-type", "cuda"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "error: cuda is not available on this machine" in proc.stderr
+    assert "--machine.device-type cpu" in proc.stderr
+    assert "Traceback" not in proc.stderr

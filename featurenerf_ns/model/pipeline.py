@@ -37,8 +37,17 @@ class FeatureNeRFPipeline(VanillaPipeline):
 
     config: FeatureNeRFPipelineConfig
 
-    def __init__(self, config: FeatureNeRFPipelineConfig, *args, **kwargs):
-        super().__init__(config, *args, **kwargs)
+    def __init__(self, config: FeatureNeRFPipelineConfig, device: str | torch.device, *args, **kwargs):
+        kind = torch.device(device).type
+        # Without this, a CPU-only machine fails deep inside torch's CUDA initialisation.
+        if (kind == "cuda" and not torch.cuda.is_available()) or (
+            kind == "mps" and not torch.backends.mps.is_available()
+        ):
+            raise UserError(
+                f"{kind} is not available on this machine: train on the CPU with --machine.device-type cpu "
+                "(the featurenerf-cpu preset does)"
+            )
+        super().__init__(config, device, *args, **kwargs)
         from featurenerf_ns.viewer.panel import make_panel
 
         # The viewer lists the elements of this module under "Custom Elements/FeatureNeRF" (the folder
