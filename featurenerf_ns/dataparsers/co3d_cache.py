@@ -64,17 +64,18 @@ CACHE_INFO = "co3d_cache.json"
 
 @dataclass(frozen=True)
 class Co3dCacheSettings:
-    """Everything that changes the cache's contents (its fingerprint)."""
+    """Everything that changes the cache's contents (its fingerprint). Defaults and meanings: the
+    fields of the same names in :class:`~featurenerf_ns.dataparsers.co3d.CO3DDataParserConfig`."""
 
-    subset: str = "fewview_dev"
-    min_viewpoint_quality: float | None = 0.5
-    frames_per_sequence: int | None = 50
-    resolution: int = 128
-    crop_margin: float = 0.1
-    mask_threshold: float = 0.5
-    min_mask_fraction: float = 0.001
-    camera_distance: float = 1.3
-    skip_bad_sequences: bool = False
+    subset: str
+    min_viewpoint_quality: float | None
+    frames_per_sequence: int | None
+    resolution: int
+    crop_margin: float
+    mask_threshold: float
+    min_mask_fraction: float
+    camera_distance: float
+    skip_bad_sequences: bool
 
 
 @dataclass(frozen=True)
@@ -330,7 +331,7 @@ def _progress(enabled: bool):
 
 def ensure_co3d_cache(
     data: os.PathLike | str,
-    settings: Co3dCacheSettings = Co3dCacheSettings(),
+    settings: Co3dCacheSettings,
     cache_dir: os.PathLike | str | None = None,
     progress: bool = True,
 ) -> Co3dCache:

@@ -8,7 +8,7 @@ from pathlib import Path
 import tyro
 
 from featurenerf_ns.categories import CATEGORIES, resolve_category
-from featurenerf_ns.synthetic.generate import describe, generate_category
+from featurenerf_ns.synthetic.generate import GenerationSettings, describe, generate_category
 from featurenerf_ns.utils.io import DataError
 
 
@@ -21,17 +21,17 @@ class SynthConfig:
     """Data root to write (``img/``, ``camera/``, ``kp_2d_anno/``, ... ``splits/``); may hold several categories."""
     categories: tuple[str, ...] = ("chair",)
     """Category names or synset ids (chair, table, airplane, car, bottle, motorcycle), or ``all``."""
-    num_objects: int = 100
+    num_objects: int = GenerationSettings.num_objects
     """Objects per category (split 70/10/20 into train/val/test)."""
-    num_views: int = 50
+    num_views: int = GenerationSettings.num_views
     """Rendered views per object."""
-    image_size: int = 128
+    image_size: int = GenerationSettings.image_size
     """Image width and height in pixels (a multiple of 4)."""
-    seed: int = 0
+    seed: int = GenerationSettings.seed
     """Seed: the output bytes are a function of the settings."""
-    teacher_dim: int = 32
+    teacher_dim: int = GenerationSettings.teacher_dim
     """Channels of the synthetic teacher features."""
-    num_pairs: int = 1000
+    num_pairs: int = GenerationSettings.num_pairs
     """Cross-instance and cross-view test pairs (each)."""
     workers: int | None = None
     """Worker processes (default: one per CPU core; 0 or 1: run in this process)."""

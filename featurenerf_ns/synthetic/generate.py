@@ -217,12 +217,12 @@ def _progress_bar(enabled: bool):
 def generate_category(
     root: os.PathLike | str,
     category: str,
-    num_objects: int = 100,
-    num_views: int = 50,
-    image_size: int = 128,
-    seed: int = 0,
-    teacher_dim: int = 32,
-    num_pairs: int = 1000,
+    num_objects: int = GenerationSettings.num_objects,
+    num_views: int = GenerationSettings.num_views,
+    image_size: int = GenerationSettings.image_size,
+    seed: int = GenerationSettings.seed,
+    teacher_dim: int = GenerationSettings.teacher_dim,
+    num_pairs: int = GenerationSettings.num_pairs,
     workers: int | None = None,
     progress: bool = True,
 ) -> dict:
