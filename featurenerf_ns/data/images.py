@@ -1,11 +1,11 @@
 """Loading one view of one object the way the authors' loaders do.
 
-RGBA renders (the authors' layout) are composited on black (or white), and their alpha is the
-mask. RGB renders without alpha (SRN) are on white; their mask is the non-white pixels, with
-pixelNeRF's rule: a pixel is foreground when none of its channels is 255 (RGBA files whose alpha
-is fully opaque are treated the same way when ``white_background`` is set). Resizing uses area
-interpolation on the composited image and the mask, as ``F.interpolate(..., mode="area")`` in the
-authors' datasets.
+RGBA renders (the authors' layout) are composited on black (or white) and truncated to 8 bits, as
+the authors' loader does (:func:`composite_rgba`), and their alpha is the mask. RGB renders without
+alpha (SRN) are on white; their mask is the non-white pixels, with pixelNeRF's rule: a pixel is
+foreground when none of its channels is 255 (RGBA files whose alpha is fully opaque are treated the
+same way when ``white_background`` is set). Resizing uses area interpolation on the composited image
+and the mask, as ``F.interpolate(..., mode="area")`` in the authors' datasets.
 """
 
 from __future__ import annotations
@@ -61,12 +61,11 @@ def load_view(
     if has_alpha and white_background and (arr[..., 3] == 255).all():
         # SRN renders saved as RGBA carry no mask in alpha; treat them like RGB renders.
         has_alpha, arr = False, arr[..., :3]
-    rgb = arr[..., :3].astype(np.float32) / 255.0
     if has_alpha:
+        rgb = composite_rgba(arr, white_background).astype(np.float32) / 255.0
         alpha = arr[..., 3].astype(np.float32) / 255.0
-        bg = 1.0 if white_background else 0.0
-        rgb = rgb * alpha[..., None] + bg * (1.0 - alpha[..., None])
     else:
+        rgb = arr[..., :3].astype(np.float32) / 255.0
         alpha = (arr[..., :3] != 255).all(axis=-1).astype(np.float32)
     if not alpha.any():
         raise DataError(path, "empty mask: no foreground pixel (alpha is 0 everywhere, or the image is all white)")
@@ -78,6 +77,25 @@ def load_view(
             t = torch.from_numpy(out).permute(2, 0, 1)[None]
             out = F.interpolate(t, size=hw, mode="area")[0].permute(1, 2, 0).numpy()
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def composite_rgba(rgba: np.ndarray, white_background: bool = False) -> np.ndarray:
+    """RGBA pixels (uint8) composited on black or white and truncated back to uint8, as the authors' loader.
+
+    Their ``rgba2rgb`` computes ``r * a + (1 - a) * background`` in float32 with ``a = alpha / 255`` and
+    casts the result to uint8 (truncation, not rounding); the same arithmetic here gives the same bytes.
+
+    Args:
+        rgba: ``(..., 4)`` uint8 pixels.
+        white_background: composite on white (255) instead of black.
+    Returns:
+        ``(..., 3)`` uint8.
+    """
+    if rgba.dtype != np.uint8 or rgba.shape[-1] != 4:
+        raise ValueError(f"expected (..., 4) uint8 RGBA pixels, got {rgba.dtype} {rgba.shape}")
+    alpha = rgba[..., 3:].astype(np.float32) / np.float32(255.0)
+    bg = np.float32(255.0 if white_background else 0.0)
+    return (rgba[..., :3] * alpha + (np.float32(1.0) - alpha) * bg).astype(np.uint8)
 
 
 def foreground_bbox(alpha: np.ndarray | torch.Tensor) -> tuple[int, int, int, int]:

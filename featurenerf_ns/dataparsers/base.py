@@ -5,12 +5,7 @@ Each format-specific parser (the authors' layout, SRN) reads its files into a li
 image size) and hands them to :meth:`CategoryDataParser._assemble`, which builds nerfstudio
 ``Cameras`` and the per-object :class:`~featurenerf_ns.dataparsers.records.ObjectRecord` metadata.
 
-Pixel conventions. pixelNeRF (and so FeatureNeRF) casts the ray of pixel ``(row j, col i)``
-through image point ``(i, j)``, with principal point ``(W/2, H/2)``. nerfstudio casts it through
-``(i + 0.5, j + 0.5)``. ``pixel_convention="authors"`` reproduces the authors' rays exactly by
-shifting the principal point by +0.5 px; ``"centers"`` keeps the stored principal point, i.e.
-treats it as a continuous image coordinate (geometrically exact for renders whose optical axis
-passes through the image centre).
+Pixel conventions and camera construction: :mod:`featurenerf_ns.utils.cameras`.
 """
 
 from __future__ import annotations
@@ -18,23 +13,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
 from PIL import Image
 
 from featurenerf_ns.dataparsers.records import ObjectRecord
+from featurenerf_ns.utils.cameras import PixelConvention, cameras_from_opencv
 from featurenerf_ns.utils.io import DataError
 
 SPLITS = ("train", "val", "test")
 """Splits every category dataparser parses (``ns-eval`` and the viewer use ``test``)."""
-
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
-"""Right-multiplied onto an OpenCV camera-to-world matrix to get nerfstudio's (OpenGL) pose."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -62,7 +53,7 @@ class CategoryDataParserConfig(DataParserConfig):
     image_size: int | None = None
     """Train/render at this square size (e.g. 64): cameras are scaled, images are resized with area
     interpolation when loaded. None keeps the stored size."""
-    pixel_convention: Literal["authors", "centers"] = "authors"
+    pixel_convention: PixelConvention = "authors"
     """'authors': rays through integer pixel coordinates as in pixelNeRF/FeatureNeRF (principal
     point shifted by +0.5 px in nerfstudio's pixel-centre convention); 'centers': rays through pixel
     centres with the stored principal point."""
@@ -98,9 +89,6 @@ class CategoryDataParser(DataParser):
             metadata: format-specific entries of ``DataparserOutputs.metadata`` (category, near/far, ...).
         """
         out_h, out_w = self._output_size(native_hw)
-        sx, sy = out_w / native_hw[1], out_h / native_hw[0]
-        offset = 0.5 if self.config.pixel_convention == "authors" else 0.0
-
         records: list[ObjectRecord] = []
         first = 0
         for obj in objects:
@@ -112,22 +100,16 @@ class CategoryDataParser(DataParser):
             )
             first += n
 
-        c2w = np.concatenate([o.c2w_opencv for o in objects]) @ OPENCV_TO_OPENGL
-        intr = np.concatenate([o.intrinsics for o in objects]).astype(np.float64)
-        num = first
         object_index = torch.repeat_interleave(
             torch.arange(len(objects)), torch.tensor([r.num_views for r in records])
         ).view(-1, 1)
         view_index = torch.cat([torch.arange(r.num_views) for r in records]).view(-1, 1)
-        cameras = Cameras(
-            camera_to_worlds=torch.from_numpy(c2w[:, :3, :4]).float(),
-            fx=torch.from_numpy(intr[:, 0:1] * sx).float(),
-            fy=torch.from_numpy(intr[:, 1:2] * sy).float(),
-            cx=torch.from_numpy(intr[:, 2:3] * sx + offset).float(),
-            cy=torch.from_numpy(intr[:, 3:4] * sy + offset).float(),
-            width=torch.full((num, 1), out_w, dtype=torch.long),
-            height=torch.full((num, 1), out_h, dtype=torch.long),
-            camera_type=CameraType.PERSPECTIVE,
+        cameras = cameras_from_opencv(
+            np.concatenate([o.c2w_opencv for o in objects]),
+            np.concatenate([o.intrinsics for o in objects]),
+            native_hw,
+            (out_h, out_w),
+            self.config.pixel_convention,
             metadata={"object_index": object_index.long(), "view_index": view_index.long()},
         )
         image_filenames = [Path(p) for r in records for p in r.image_paths]

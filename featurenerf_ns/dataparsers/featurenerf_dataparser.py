@@ -12,7 +12,6 @@ datamanager.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from featurenerf_ns.dataparsers.base import (
 )
 from featurenerf_ns.layout import DINO_TEACHER_FOLDER, SYNTHETIC_TEACHER_FOLDER, CategoryLayout
 from featurenerf_ns.teachers.store import open_teacher_features
+from featurenerf_ns.utils.cameras import focal_from_fov
 from featurenerf_ns.utils.io import DataError, read_json
 
 SYNTHETIC_ROOT_NAME = "synthetic"
@@ -272,7 +272,7 @@ class FeatureNeRFDataParser(CategoryDataParser):
                 self._native_hw = read_image_size(paths[0])
             h, w = self._native_hw
             try:
-                focal = w / (2.0 * math.tan(float(fov) / 2.0))
+                focal = focal_from_fov(fov, w)
             except (TypeError, ValueError):
                 raise DataError(cam_path, f"camera_angle_x must be a number, got {fov!r}") from None
             missing = np.isnan(intrinsics[:, 0])

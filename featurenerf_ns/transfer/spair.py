@@ -229,8 +229,8 @@ class NeRFCropFeatures:
     ):
         from nerfstudio.cameras.cameras import Cameras, CameraType
 
-        from featurenerf_ns.dataparsers.base import OPENCV_TO_OPENGL
         from featurenerf_ns.synthetic.render import look_at
+        from featurenerf_ns.utils.cameras import OPENCV_TO_OPENGL
 
         self.model = model  # TrainedFeatureNeRF
         self.feature = feature

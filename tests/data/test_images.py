@@ -31,10 +31,14 @@ def test_rgba_composited_on_black_and_white(tmp_path: Path):
     rgb = arr[..., :3].astype(np.float32) / 255
     black = load_view(tmp_path / "a.png")
     assert black.shape == (32, 32, 4) and black.dtype == np.float32
-    assert np.allclose(black[..., :3], rgb * a, atol=1e-6)
+    # The authors' rgba2rgb: float32 composite, then truncated (not rounded) to 8 bits.
+    assert np.array_equal(black[..., :3] * 255, np.floor(arr[..., :3] * a).astype(np.float32))
+    assert np.abs(black[..., :3] - rgb * a).max() < 1 / 255
     assert np.allclose(black[..., 3:], a)
     white = load_view(tmp_path / "a.png", white_background=True)
-    assert np.allclose(white[..., :3], rgb * a + (1 - a), atol=1e-6)
+    assert np.array_equal(white[..., :3] * 255, np.floor(arr[..., :3] * a + (1 - a) * 255).astype(np.float32))
+    edge = arr[20, 4:30, :3] * a[20, 4:30]
+    assert (np.floor(edge) != np.round(edge)).any()  # the half-transparent edge tells truncation from rounding
     assert black.min() >= 0 and white.max() <= 1
 
 
