@@ -9,6 +9,7 @@ tf = TrainedFeatureNeRF.load(Path("outputs/chair/featurenerf/.../config.yml"))
 cond = tf.encode("test", obj_id, views=[0])
 maps = tf.render(cond, "test", obj_id, view=7, outputs=("v_nerf", "rgb"))   # (H, W, C) each
 q = tf.query(cond, points)                                                # density, v_nerf, feature
+cond = tf.encode_image(rgba, transform_matrix, camera_angle_x)            # an image from outside the data
 ```
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
@@ -24,9 +26,12 @@ from nerfstudio.utils.eval_utils import eval_setup
 from torch import Tensor
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManager
+from featurenerf_ns.data.images import composite_rgba
 from featurenerf_ns.dataparsers.records import ObjectRecord
 from featurenerf_ns.model.featurenerf import FeatureNeRFModel
 from featurenerf_ns.model.field import Conditioning
+from featurenerf_ns.model.rendering import SampleDepths
+from featurenerf_ns.utils.cameras import cameras_from_fov, intrinsics_of
 
 
 class TrainedFeatureNeRF:
@@ -102,6 +107,79 @@ class TrainedFeatureNeRF:
         )
         return self.model.encode(inputs["images"], inputs["c2w"], inputs["intrinsics"])
 
+    def source_images(self, rgba: np.ndarray | Tensor) -> Float[Tensor, "V 3 H W"]:
+        """RGB in [0, 1] that the model encodes for RGBA pixels: composited on the data's background and
+        truncated to 8 bits, exactly as the authors' loader (and this plugin's datamanager) prepares views.
+
+        Args:
+            rgba: ``(H, W, 4)`` or ``(V, H, W, 4)`` uint8 pixels (alpha = mask), or the same with 3 channels
+                for images already on their background.
+        """
+        arr = rgba.detach().cpu().numpy() if isinstance(rgba, Tensor) else np.asarray(rgba)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[-1] not in (3, 4) or arr.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGBA pixels (H, W, 4) or (V, H, W, 4), got {arr.dtype} {arr.shape}")
+        rgb = composite_rgba(arr, self.datamanager.white_background) if arr.shape[-1] == 4 else arr
+        return torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+
+    def encoder_input(self, rgba: np.ndarray | Tensor) -> Float[Tensor, "V 3 H W"]:
+        """What the encoder's ResNet sees for RGBA pixels: :meth:`source_images` mapped to [-1, 1]."""
+        return self.model.encoder.network_input(self.source_images(rgba))
+
+    @torch.no_grad()
+    def encode_image(
+        self,
+        rgba: np.ndarray | Tensor,
+        transform_matrix: np.ndarray | Sequence,
+        camera_angle_x: float,
+    ) -> Conditioning:
+        """Conditioning from images that are not part of the data (one object, ``V`` views).
+
+        The cameras are given as in the authors' camera JSON: an OpenCV camera-to-world
+        ``transform_matrix`` per view and the horizontal field of view; the principal point is the
+        image centre and pixels follow the run's ``pixel_convention`` (the authors' by default).
+
+        Args:
+            rgba: see :meth:`source_images`; any size (the intrinsics follow it).
+            transform_matrix: ``(4, 4)`` or ``(V, 4, 4)``.
+            camera_angle_x: horizontal field of view in radians.
+        """
+        images = self.source_images(rgba)
+        V, _, H, W = images.shape
+        c2w = np.asarray(transform_matrix, dtype=np.float64).reshape(-1, 4, 4)
+        if c2w.shape[0] != V:
+            raise ValueError(f"{V} image(s) but {c2w.shape[0]} transform_matrix")
+        cams = cameras_from_fov(c2w, camera_angle_x, (H, W), self.datamanager.dataparser.config.pixel_convention)
+        dev = self.device
+        return self.model.encode(
+            images[None].to(dev), cams.camera_to_worlds[None].to(dev), intrinsics_of(cams)[None].to(dev)
+        )
+
+    def render_rays(
+        self,
+        cond: Conditioning,
+        origins: Float[Tensor, "R 3"],
+        directions: Float[Tensor, "R 3"],
+        outputs: Sequence[str] = ("rgb",),
+        depths: SampleDepths | None = None,
+    ) -> dict[str, Float[Tensor, "R C"]]:
+        """Render rays of the (single) conditioned object; coarse results come as ``{name}_coarse``.
+
+        Args:
+            origins: ray origins in the object's frame.
+            directions: unit directions (near/far are the data's distances along them).
+            outputs: any of ``rgb``, ``feature``, ``v_nerf``, ``coord``; ``depth`` and ``accumulation`` always.
+            depths: fixed sample depths ``(1, R, K)`` instead of drawn ones.
+        """
+        dev = self.device
+        generator = torch.Generator(device=dev).manual_seed(self.model.eval_seed)
+        with torch.no_grad():
+            out = self.model.render_rays(
+                cond, origins[None].to(dev), directions[None].to(dev), frozenset(outputs), generator, depths
+            )
+        return {k: v[0] for k, v in out.items()}
+
     def render(
         self,
         cond: Conditioning,
@@ -113,6 +191,19 @@ class TrainedFeatureNeRF:
         """Render one view of the conditioned object (``rgb``, ``v_nerf``, ``feature``; depth and accumulation)."""
         return self.model.render_camera(cond, self.camera(split, obj_id, view), frozenset(outputs))
 
-    def query(self, cond: Conditioning, points: Float[Tensor, "N 3"]) -> dict[str, Tensor]:
-        """``density`` (N,1), ``v_nerf`` (N,W) and ``feature`` (N,D) at points of the object's canonical frame."""
-        return self.model.query_points(cond, points.to(self.device))
+    def query(
+        self,
+        cond: Conditioning,
+        points: Float[Tensor, "N 3"],
+        viewdirs: Float[Tensor, "N 3"] | None = None,
+        outputs: Sequence[str] = ("density", "v_nerf", "feature"),
+    ) -> dict[str, Tensor]:
+        """Field outputs at points of the object's canonical frame, without volume rendering.
+
+        Args:
+            viewdirs: unit view directions; default from the first source camera to each point.
+            outputs: any of ``rgb``, ``density`` (N,1), ``feature`` (N,D), ``coord`` (the predicted canonical
+                point minus the query point), ``v_nerf`` (N,W).
+        """
+        dirs = None if viewdirs is None else viewdirs.to(self.device)
+        return self.model.query_points(cond, points.to(self.device), dirs, frozenset(outputs))

@@ -83,13 +83,19 @@ class SpatialEncoder(nn.Module):
             own = self.model.state_dict()
             self.model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
 
+    @staticmethod
+    def network_input(images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 3 H W"]:
+        """What the ResNet sees for RGB in [0, 1]: [-1, 1], as the authors' ``Normalize((0.5,) * 3, (0.5,) * 3)``
+        (bit for bit: ``(x - 0.5) / 0.5`` and ``2x - 1`` round identically)."""
+        return images * 2.0 - 1.0
+
     def forward(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B C h w"]:
         """Encode images in [0, 1] into a latent map at half resolution.
 
         Args:
-            images: RGB images in [0, 1] (the network sees them in [-1, 1], as the authors feed it).
+            images: RGB images in [0, 1] (the network sees :meth:`network_input` of them).
         """
-        x = images * 2.0 - 1.0
+        x = self.network_input(images)
         m = self.model
         x = m.relu(m.bn1(m.conv1(x)))
         latents = [x]

@@ -29,8 +29,9 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from featurenerf_ns.model.encoder import SpatialEncoderConfig
 from featurenerf_ns.model.field import Conditioning, FeatureNeRFField, FeatureNeRFFieldConfig
 from featurenerf_ns.model.gemm import set_onednn_enabled
-from featurenerf_ns.model.rendering import SamplingConfig, render_rays
+from featurenerf_ns.model.rendering import SampleDepths, SamplingConfig, render_rays
 from featurenerf_ns.utils.allocator import retain_freed_memory
+from featurenerf_ns.utils.io import UserError
 
 _ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 
@@ -53,7 +54,8 @@ class FeatureNeRFModelConfig(ModelConfig):
     depth_std: float = 0.01
     """Standard deviation of the samples around the coarse depth."""
     feature_dim: int | None = None
-    """Channels of the distilled feature head; None = the teacher's channels found by the dataparser (384 for DINO)."""
+    """Channels of the distilled feature head; None = the teacher's channels found by the dataparser (384 for DINO).
+    0 = no feature head (pixelNeRF's network; needs lambda_distill 0)."""
     regress_coord: bool = True
     """Add the coordinate head (L_coord)."""
     lambda_rgb_coarse: float = 1.0
@@ -89,9 +91,21 @@ class FeatureNeRFModel(Model):
         if self.config.retain_freed_memory:
             retain_freed_memory()
         metadata = self.kwargs.get("metadata") or {}
-        self.feature_dim = self.config.feature_dim or metadata.get("teacher_dim") or 384
+        if self.config.feature_dim is not None:
+            self.feature_dim = self.config.feature_dim
+        else:
+            self.feature_dim = metadata.get("teacher_dim") or 384
+        if self.feature_dim == 0 and self.config.lambda_distill > 0:
+            raise UserError(
+                "a model without a feature head (--pipeline.model.feature-dim 0) cannot distil: "
+                "pass --pipeline.model.lambda-distill 0"
+            )
         self.near = float(metadata.get("near", 0.8))
         self.far = float(metadata.get("far", 1.8))
+        # pixelNeRF's white_bkgd: rendered rgb is composited on the data's background colour.
+        white = bool(metadata.get("white_background", False))
+        self.register_buffer("background", torch.ones(3) if white else torch.zeros(3), persistent=False)
+        self.white_background = white
         self.encoder = self.config.encoder.setup()
         self.field = FeatureNeRFField(
             self.config.field, self.encoder.latent_size, self.feature_dim, self.config.regress_coord
@@ -156,11 +170,23 @@ class FeatureNeRFModel(Model):
         directions: Float[Tensor, "B R 3"],
         outputs: frozenset[str] = frozenset({"rgb"}),
         generator: torch.Generator | None = None,
+        depths: SampleDepths | None = None,
     ) -> dict[str, Tensor]:
-        """Render ``R`` rays for each of the ``B`` conditioned objects (see :func:`render_rays`)."""
+        """Render ``R`` rays for each of the ``B`` conditioned objects (see :func:`render_rays`).
+
+        Args:
+            origins: ray origins in world coordinates.
+            directions: unit ray directions; near/far are distances along them (the data's, e.g. 0.8/1.8).
+            outputs: any of ``rgb``, ``feature``, ``v_nerf``, ``coord``.
+            generator: random source of the sample depths.
+            depths: fixed sample depths instead of drawn ones (e.g. another renderer's recorded samples).
+        """
         near = torch.full_like(origins[..., :1], self.near)
         far = torch.full_like(origins[..., :1], self.far)
-        return render_rays(self.field, cond, origins, directions, near, far, self.sampling, outputs, generator)
+        background = self.background if self.white_background else None
+        return render_rays(
+            self.field, cond, origins, directions, near, far, self.sampling, outputs, generator, depths, background
+        )
 
     @torch.no_grad()
     def render_camera(
@@ -195,25 +221,29 @@ class FeatureNeRFModel(Model):
         cond: Conditioning,
         points: Float[Tensor, "N 3"],
         viewdirs: Float[Tensor, "N 3"] | None = None,
+        outputs: frozenset[str] = frozenset({"density", "feature", "v_nerf"}),
         chunk: int = 65536,
     ) -> dict[str, Tensor]:
-        """Query density, v_NeRF and the distilled feature at world points of one conditioned object.
+        """Query the field (no volume rendering) at world points of one conditioned object.
 
-        ``viewdirs`` defaults to the direction from the first source camera to each point.
+        Args:
+            points: points in the object's canonical (world) frame.
+            viewdirs: unit view directions; default the direction from the first source camera to each point.
+            outputs: any of ``rgb``, ``density``, ``feature``, ``coord`` (predicted canonical point minus the
+                query point), ``v_nerf``; heads the model lacks are left out.
+        Returns:
+            ``(N, C)`` per output, from the coarse MLP.
         """
         if viewdirs is None:
             cam_center = -(cond.w2c[0, :, :3].T @ cond.w2c[0, :, 3])
             viewdirs = F.normalize(points - cam_center, dim=-1)
-        parts: dict[str, list[Tensor]] = {"density": [], "v_nerf": [], "feature": []}
+        parts: dict[str, list[Tensor]] = {}
         for i in range(0, points.shape[0], chunk):
-            out = self.field(
-                cond,
-                points[None, i : i + chunk],
-                viewdirs[None, i : i + chunk],
-                frozenset({"density", "feature", "v_nerf"}),
-            )
-            for k in parts:
-                parts[k].append(getattr(out, k)[0])
+            out = self.field(cond, points[None, i : i + chunk], viewdirs[None, i : i + chunk], frozenset(outputs))
+            for k in outputs:
+                value = getattr(out, k)
+                if value is not None:
+                    parts.setdefault(k, []).append(value[0])
         return {k: torch.cat(v) for k, v in parts.items()}
 
     # ----------------------------------------------------------------------------------------------
@@ -293,7 +323,7 @@ class FeatureNeRFModel(Model):
         if not self.training:
             return loss
         teacher = batch.get("teacher")
-        if self.config.lambda_distill > 0 and teacher is not None:
+        if self.config.lambda_distill > 0 and self.feature_dim > 0 and teacher is not None:
             teacher = teacher.to(self.device)
             loss["distill_loss"] = self.config.lambda_distill * (
                 F.mse_loss(outputs["feature_coarse"], teacher) + F.mse_loss(outputs["feature"], teacher)

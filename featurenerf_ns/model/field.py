@@ -48,6 +48,8 @@ class Conditioning:
     """Source image width and height in pixels."""
     num_objects: int
     num_views: int
+    latent_rows_fine: Float[Tensor, "BShw Z"] | None = None
+    """The same rows projected by the separate fine MLP's ``lin_z`` layers; None when the MLP is shared."""
 
     def select(self, objects: list[int]) -> "Conditioning":
         """The conditioning of a subset of objects (in the given order)."""
@@ -57,6 +59,7 @@ class Conditioning:
         rows = (views[:, None] * cells + torch.arange(cells, device=idx.device)).reshape(-1)
         return Conditioning(
             latent_rows=self.latent_rows[rows],
+            latent_rows_fine=None if self.latent_rows_fine is None else self.latent_rows_fine[rows],
             latent_hw=self.latent_hw,
             w2c=self.w2c[views],
             focal=self.focal[views],
@@ -218,6 +221,9 @@ class FeatureNeRFFieldConfig(InstantiateConfig):
     """Base frequency of the positional encoding."""
     use_viewdirs: bool = True
     """Append the view direction (source camera frame, not encoded) to the MLP input."""
+    share_mlp: bool = True
+    """One MLP for the coarse and the fine pass (FeatureNeRF). False adds a separate fine MLP (pixelNeRF's
+    released checkpoints); the fine pass then evaluates all its samples with it, as pixelNeRF does."""
 
 
 class FeatureNeRFField(nn.Module):
@@ -232,6 +238,11 @@ class FeatureNeRFField(nn.Module):
         d_in = self.code.d_out + (3 if config.use_viewdirs else 0)
         d_out = 4 + feature_dim + (3 if regress_coord else 0)
         self.mlp = ResnetFC(d_in, latent_size, d_out, config.hidden_dim, config.num_blocks, config.combine_layer)
+        self.mlp_fine = (
+            None
+            if config.share_mlp
+            else ResnetFC(d_in, latent_size, d_out, config.hidden_dim, config.num_blocks, config.combine_layer)
+        )
 
     def condition(
         self,
@@ -257,6 +268,7 @@ class FeatureNeRFField(nn.Module):
         center = intrinsics[:, 2:4] - 0.5
         return Conditioning(
             latent_rows=self.mlp.project_latent(latent),
+            latent_rows_fine=None if self.mlp_fine is None else self.mlp_fine.project_latent(latent),
             latent_hw=(latent.shape[2], latent.shape[3]),
             w2c=torch.cat((rot, trans), dim=-1),
             focal=focal,
@@ -272,6 +284,7 @@ class FeatureNeRFField(nn.Module):
         points: Float[Tensor, "B N 3"],
         viewdirs: Float[Tensor, "B N 3"] | None,
         outputs: frozenset[str] = frozenset({"rgb", "density", "feature", "coord"}),
+        fine: bool = False,
     ) -> FieldOutputs:
         """Evaluate the field at ``N`` world points per object.
 
@@ -280,6 +293,7 @@ class FeatureNeRFField(nn.Module):
             points: query points (world = the object's canonical frame).
             viewdirs: unit ray directions in world coordinates (required when the field uses them).
             outputs: which of ``rgb``, ``density``, ``feature``, ``coord``, ``v_nerf`` to return.
+            fine: evaluate the fine MLP (differs from the coarse one only when ``share_mlp`` is off).
         """
         B, N, _ = points.shape
         chunk = max(1, INFERENCE_ROWS // (B * cond.num_views))
@@ -287,7 +301,11 @@ class FeatureNeRFField(nn.Module):
             # Inference in slices of points: the MLP's activations stay in cache and memory stays bounded.
             parts = [
                 self.forward(
-                    cond, points[:, i : i + chunk], None if viewdirs is None else viewdirs[:, i : i + chunk], outputs
+                    cond,
+                    points[:, i : i + chunk],
+                    None if viewdirs is None else viewdirs[:, i : i + chunk],
+                    outputs,
+                    fine,
                 )
                 for i in range(0, N, chunk)
             ]
@@ -308,23 +326,31 @@ class FeatureNeRFField(nn.Module):
             dirs = (rot @ viewdirs.repeat_interleave(S, dim=0).unsqueeze(-1))[..., 0]
             mlp_in = torch.cat((mlp_in, dirs.reshape(-1, 3)), dim=-1)
 
+        mlp, rows = self.mlp, cond.latent_rows
+        if fine and self.mlp_fine is not None:
+            mlp, rows = self.mlp_fine, cond.latent_rows_fine
+            assert rows is not None, "conditioning made without the fine MLP's projection"
         uv = -xyz[..., :2] / xyz[..., 2:] * cond.focal[:, None] + cond.center[:, None]
-        z = sample_latent(cond.latent_rows, cond.latent_hw, uv * (uv.new_tensor(cond.latent_hw[::-1]) / cond.image_wh))
+        z = sample_latent(rows, cond.latent_hw, uv * (uv.new_tensor(cond.latent_hw[::-1]) / cond.image_wh))
 
-        v_nerf = self.mlp(mlp_in, z, B, S)  # (B*N, W)
-        return self.heads(v_nerf, points.reshape(-1, 3), outputs, B, N)
+        v_nerf = mlp(mlp_in, z, B, S)  # (B*N, W)
+        return self.heads(mlp.lin_out, v_nerf, points.reshape(-1, 3), outputs, B, N)
 
     def heads(
-        self, v_nerf: Float[Tensor, "R W"], points: Float[Tensor, "R 3"], outputs: frozenset[str], B: int, N: int
+        self,
+        lin: nn.Linear,
+        v_nerf: Float[Tensor, "R W"],
+        points: Float[Tensor, "R 3"],
+        outputs: frozenset[str],
+        B: int,
+        N: int,
     ) -> FieldOutputs:
-        """Apply the one linear output layer to v_NeRF, computing only the rows that are needed."""
-        lin = self.mlp.lin_out
+        """Apply the one linear output layer ``lin`` to v_NeRF, computing only the rows that are needed."""
         D = self.feature_dim
         # Output order is the authors': rgb(3), sigma(1), feature(D), coord(3).
         spans = {"rgb": (0, 3), "density": (3, 4), "feature": (4, 4 + D), "coord": (4 + D, 7 + D)}
-        wanted = [
-            k for k in ("rgb", "density", "feature", "coord") if k in outputs and (k != "coord" or self.regress_coord)
-        ]
+        present = {"rgb": True, "density": True, "feature": D > 0, "coord": self.regress_coord}
+        wanted = [k for k in ("rgb", "density", "feature", "coord") if k in outputs and present[k]]
         if not wanted and "v_nerf" not in outputs:
             raise ValueError(f"nothing to compute among {sorted(outputs)}")
         result = FieldOutputs()

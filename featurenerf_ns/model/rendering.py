@@ -3,7 +3,8 @@
 The authors' renderer evaluates the shared MLP at the 64 coarse depths twice (once for the coarse
 pass, again inside the sorted 96 fine samples). Here the fine pass evaluates only the 32 new
 samples and reuses the coarse outputs: compositing weights are computed in sorted depth order and
-scattered back, so every rendered value equals the authors' up to floating-point summation order.
+scattered back, so every rendered value equals the authors' up to floating-point summation order
+(``tests/model/test_authors_parity.py`` checks this against their renderer's recorded outputs).
 """
 
 from __future__ import annotations
@@ -79,6 +80,19 @@ def _weighted_sum(weights: Tensor, values: Tensor) -> Tensor:
     return (weights.reshape(B * R, 1, K) @ values.reshape(B * R, K, -1)).reshape(B, R, -1)
 
 
+@dataclass
+class SampleDepths:
+    """Depths to use instead of drawing them (e.g. the samples another renderer recorded)."""
+
+    coarse: Float[Tensor, "B R Kc"]
+    """Coarse depths, sorted along each ray."""
+    fine: Float[Tensor, "B R Kf"]
+    """The fine pass's new depths drawn from the coarse weights (in any order); merged with the coarse ones."""
+    around_depth: Float[Tensor, "B R Kd"] | None = None
+    """Offsets of the samples drawn around the coarse expected depth: they are placed at ``depth + offset``
+    (clamped to near/far) so that, as in the authors' renderer, gradients flow through that depth."""
+
+
 _COMPOSITED = ("rgb", "feature", "v_nerf")
 
 
@@ -92,12 +106,21 @@ def render_rays(
     sampling: SamplingConfig,
     outputs: frozenset[str],
     generator: torch.Generator | None = None,
+    depths: SampleDepths | None = None,
+    background: Float[Tensor, "3"] | None = None,
 ) -> dict[str, Tensor]:
-    """Render rays of ``B`` objects (``R`` rays each) with coarse + fine sampling and one shared MLP.
+    """Render rays of ``B`` objects (``R`` rays each) with coarse + fine sampling.
+
+    With a shared MLP the fine pass evaluates only its new samples and reuses the coarse ones; with a
+    separate fine MLP (pixelNeRF) it evaluates all of them with that MLP, as the authors do.
 
     Args:
         outputs: any of ``rgb``, ``feature``, ``v_nerf`` (composited), ``coord`` (per-ray mean residual),
             plus always ``depth`` and ``accumulation``.
+        generator: random source of the sample depths (None: torch's global one).
+        depths: fixed sample depths instead of drawn ones.
+        background: colour behind the object, added to rgb with weight ``1 - accumulation`` (pixelNeRF's
+            ``white_bkgd``); None adds nothing (black).
     Returns:
         ``{name}_coarse`` and ``{name}`` (fine) for every requested output, ``depth``, ``accumulation``,
         ``depth_coarse``, ``accumulation_coarse``; each ``(B, R, C)``.
@@ -105,24 +128,27 @@ def render_rays(
     B, R, _ = origins.shape
     per_sample = frozenset(outputs) | {"density"}
 
-    def query(z: Tensor) -> FieldOutputs:
+    def query(z: Tensor, fine: bool) -> FieldOutputs:
         pts = origins.unsqueeze(2) + z.unsqueeze(-1) * directions.unsqueeze(2)
         dirs = directions.unsqueeze(2).expand(-1, -1, z.shape[-1], -1)
-        return field(cond, pts.reshape(B, -1, 3), dirs.reshape(B, -1, 3), per_sample)
+        return field(cond, pts.reshape(B, -1, 3), dirs.reshape(B, -1, 3), per_sample, fine)
 
     def finish(weights: Tensor, z: Tensor, parts: list[tuple[Tensor, FieldOutputs]], suffix: str) -> None:
+        accumulation = weights.sum(-1, keepdim=True)
         result[f"depth{suffix}"] = (weights * z).sum(-1, keepdim=True)
-        result[f"accumulation{suffix}"] = weights.sum(-1, keepdim=True)
+        result[f"accumulation{suffix}"] = accumulation
         for name in _COMPOSITED:
-            if name in outputs:
+            if name in outputs and getattr(parts[0][1], name) is not None:
                 result[f"{name}{suffix}"] = sum(_weighted_sum(w, getattr(o, name)) for w, o in parts)
+        if background is not None and "rgb" in outputs:
+            result[f"rgb{suffix}"] = result[f"rgb{suffix}"] + (1.0 - accumulation) * background.to(accumulation)
         if "coord" in outputs and field.regress_coord:
             total = sum(o.coord.view(B, R, w.shape[-1], 3).sum(2) for w, o in parts)
             result[f"coord{suffix}"] = total / z.shape[-1]
 
     result: dict[str, Tensor] = {}
-    z_coarse = sample_coarse(near, far, sampling.num_coarse, generator)
-    out_coarse = query(z_coarse)
+    z_coarse = depths.coarse if depths is not None else sample_coarse(near, far, sampling.num_coarse, generator)
+    out_coarse = query(z_coarse, fine=False)
     w_coarse = compositing_weights(z_coarse, out_coarse.density.view(B, R, -1), far)
     finish(w_coarse, z_coarse, [(w_coarse, out_coarse)], "_coarse")
     if sampling.num_fine <= 0:
@@ -130,19 +156,31 @@ def render_rays(
             result[key.removesuffix("_coarse")] = result[key]
         return result
 
-    new = []
-    if sampling.num_fine > sampling.num_fine_depth:
-        new.append(sample_importance(near, far, w_coarse, sampling.num_fine - sampling.num_fine_depth, generator))
-    if sampling.num_fine_depth > 0:
-        depth = result["depth_coarse"][..., 0]
-        new.append(sample_around_depth(near, far, depth, sampling.num_fine_depth, sampling.depth_std, generator))
-    z_new = torch.cat(new, -1)
-    out_new = query(z_new)
+    if depths is not None:
+        z_new = depths.fine
+        if depths.around_depth is not None:
+            z_depth = result["depth_coarse"] + depths.around_depth
+            z_new = torch.cat((z_new, torch.maximum(torch.minimum(z_depth, far), near)), -1)
+    else:
+        new = []
+        if sampling.num_fine > sampling.num_fine_depth:
+            new.append(sample_importance(near, far, w_coarse, sampling.num_fine - sampling.num_fine_depth, generator))
+        if sampling.num_fine_depth > 0:
+            depth = result["depth_coarse"][..., 0]
+            new.append(sample_around_depth(near, far, depth, sampling.num_fine_depth, sampling.depth_std, generator))
+        z_new = torch.cat(new, -1)
     z_all = torch.cat((z_coarse, z_new), -1)
+    if field.mlp_fine is not None:
+        z_sorted = torch.sort(z_all, -1)[0]
+        out_all = query(z_sorted, fine=True)
+        w_sorted = compositing_weights(z_sorted, out_all.density.view(B, R, -1), far)
+        finish(w_sorted, z_sorted, [(w_sorted, out_all)], "")
+        return result
+    out_new = query(z_new, fine=False)
     density_all = torch.cat((out_coarse.density.view(B, R, -1), out_new.density.view(B, R, -1)), -1)
     z_sorted, order = torch.sort(z_all, -1)
     w_sorted = compositing_weights(z_sorted, torch.gather(density_all, -1, order), far)
     w_all = torch.zeros_like(w_sorted).scatter(-1, order, w_sorted)
-    kc = sampling.num_coarse
+    kc = z_coarse.shape[-1]
     finish(w_sorted, z_sorted, [(w_all[..., :kc], out_coarse), (w_all[..., kc:], out_new)], "")
     return result

@@ -55,7 +55,7 @@ def test_exact_coordinate_head_gives_zero_residual():
         field.mlp.lin_out.weight[rows, :3] = torch.eye(3)
         field.mlp.lin_out.weight[rows, 3:6] = -torch.eye(3)
         field.mlp.lin_out.bias[rows] = 0
-    out = field.heads(v, points.reshape(-1, 3), frozenset({"coord"}), 2, 5)
+    out = field.heads(field.mlp.lin_out, v, points.reshape(-1, 3), frozenset({"coord"}), 2, 5)
     assert out.coord.abs().max() == 0
 
 
