@@ -1,7 +1,8 @@
 """DINO teacher: a facet of one ViT block, heads concatenated, as FeatureNeRF's DINO targets.
 
-Defaults reproduce the authors' ``process_data/generate_dino_feat.py``: DINO ViT-S/8, the *key*
-facet of block 9 (0-based), views resized to 256 px (bilinear) with ImageNet normalisation, so a
+Defaults reproduce the authors' ``process_data/generate_dino_feat.py`` (``tests/teachers/test_dino_parity.py``
+checks against their stored output): DINO ViT-S/8, the *key* facet of block 9 (0-based), the stored
+RGB (alpha ignored, as PIL's ``convert("RGB")``) with ImageNet normalisation, resized to 256 px (bilinear), so a
 32x32 map of 384 channels (6 heads x 64, head-major: channel ``head * 64 + i``, the order of the
 ``qkv`` projection's output); background cells zeroed with the alpha mask resized (nearest) to the
 map. The positional embeddings, trained at 224 px (28x28 patches), are resampled for the input grid
@@ -50,6 +51,9 @@ class DinoTeacherConfig(TeacherConfig):
     """DINO ViT features (defaults: the authors' DINO targets, 384 x 32 x 32)."""
 
     _target: type = field(default_factory=lambda: DinoTeacher)
+    background: Literal["black", "white", "as-stored"] = "as-stored"
+    """How RGBA views are turned into RGB: 'as-stored' (the default) keeps the colour stored under transparent
+    pixels, as the authors' PIL ``convert("RGB")`` does; 'black'/'white' composite with alpha."""
     folder: str = "dino_feat_256"
     """Default cache folder (the authors' folder name for the same settings)."""
     model_name: str = "vit_small_patch8_224_dino"
@@ -147,9 +151,11 @@ class DinoTeacher(Teacher):
 
     def features(self, rgb: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B D h w"]:
         size = self.config.input_size
-        if rgb.shape[-2:] != (size, size):
-            rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False)
-        t, h, w = self.tokens((rgb - self.mean) / self.std)
+        # Normalised, then resized: the authors' order (the two commute up to rounding).
+        x = (rgb - self.mean) / self.std
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        t, h, w = self.tokens(x)
         for blk in self.vit.blocks[: self.config.layer]:
             t = blk(t)
         blk = self.vit.blocks[self.config.layer]

@@ -79,8 +79,9 @@ def test_background_compositing(tiny_vit_file):
     rgba = torch.rand(1, 4, 32, 32)
     rgba[:, 3] = (torch.rand(32, 32) > 0.5).float()
     rgba[:, 3, :8, :8] = 1.0
-    black = _config(tiny_vit_file, zero_background=False).setup()(rgba)
-    stored = _config(tiny_vit_file, zero_background=False, background="as-stored").setup()(rgba)
+    black = _config(tiny_vit_file, zero_background=False, background="black").setup()(rgba)
+    stored = _config(tiny_vit_file, zero_background=False).setup()(rgba)  # the default: as the authors'
+    assert DinoTeacherConfig().background == "as-stored"
     by_hand = _config(tiny_vit_file, zero_background=False, background="as-stored").setup()(
         torch.cat([rgba[:, :3] * rgba[:, 3:], torch.ones_like(rgba[:, 3:])], 1)
     )
