@@ -5,7 +5,7 @@ and GFLOP/s (forward, forward+backward) as a fraction of plain fp32 matmul speed
 (B objects x R rays, one source view, coarse + fine, losses, backward, Adam), and one full-image
 v_NeRF render with its peak memory. Variants, each measured in a fresh process:
 
-  authors     the authors' order of computation (featurenerf_ns.model.reference, same weights) with
+  authors     the authors' order of computation (benchmarks/authors_order.py, same weights) with
               PyTorch's defaults: how their implementation computes, on this machine, in this run;
               its render is timed on 512 rays and scaled (a full image needs ~17 GB that way)
   defaults    our computation with PyTorch's defaults (MKL GEMMs, glibc returning freed memory)
@@ -172,8 +172,8 @@ def bench_train_step(model, dm, size: int, repeats: int) -> dict:
 
 
 def bench_reference_train_step(model, dm, size: int, repeats: int) -> dict:
-    """One training step in the authors' order of computation (featurenerf_ns.model.reference), same losses."""
-    from featurenerf_ns.model.reference import reference_render
+    """One training step in the authors' order of computation (benchmarks/authors_order.py), same losses."""
+    from authors_order import reference_render
 
     b = _train_batch(model, dm, size)
     near, far = torch.full((b.B, b.R, 1), model.near), torch.full((b.B, b.R, 1), model.far)
@@ -197,7 +197,7 @@ def bench_reference_render(model, size: int, render_rays: int = 512) -> dict:
 
     Rays are independent; rendered this way a full image would hold ~17 GB of samples at once.
     """
-    from featurenerf_ns.model.reference import reference_render
+    from authors_order import reference_render
 
     model.eval()
     c2w, intr = random_cameras(2, size)

@@ -6,6 +6,7 @@ source images and cameras of the batch's objects, which are per object rather th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import time
@@ -17,6 +18,11 @@ from nerfstudio.utils import profiler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
+from featurenerf_ns.model.authors_checkpoint import (
+    architecture_of_config,
+    architecture_of_model_state,
+    mismatch_message,
+)
 from featurenerf_ns.model.featurenerf import FeatureNeRFModel, FeatureNeRFModelConfig
 from featurenerf_ns.utils.io import UserError
 
@@ -48,30 +54,47 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 "(the featurenerf-cpu preset does)"
             )
         super().__init__(config, device, *args, **kwargs)
+        self._check_teacher_fits()
         from featurenerf_ns.viewer.panel import make_panel
 
         # The viewer lists the elements of this module under "Custom Elements/FeatureNeRF" (the folder
         # takes the attribute's name); it has no parameters, so checkpoints are unchanged.
         self.FeatureNeRF = make_panel(self)
 
+    def _check_teacher_fits(self) -> None:
+        """Training distils the teacher into the feature head: their channels must agree (one line if not)."""
+        model = self.featurenerf
+        meta = self.datamanager.train_dataparser_outputs.metadata
+        teacher_dim = meta.get("teacher_dim")
+        if self.test_mode != "val" or model.config.lambda_distill <= 0 or teacher_dim is None:
+            return
+        if teacher_dim != model.feature_dim:
+            raise UserError(
+                f"the feature head has {model.feature_dim} channels but the teacher features "
+                f"({meta.get('teacher_folder')}) have {teacher_dim}: pass --pipeline.model.feature-dim {teacher_dim} "
+                "to train a new head, or --pipeline.model.lambda-distill 0 to train without distillation"
+            )
+
     def load_pipeline(self, loaded_state: dict, step: int) -> None:
-        """Load a checkpoint; a checkpoint of a differently shaped model is one clear error, not a traceback."""
+        """Load a checkpoint; one of a differently shaped network is one line naming the options that fit it."""
         own = self.state_dict()
-        for key, value in loaded_state.items():
-            name = key.removeprefix("module.")
-            if name in own and own[name].shape != value.shape:
-                hint = ""
-                if name.endswith("mlp.lin_out.weight"):
-                    extra = 4 + (3 if self.featurenerf.config.regress_coord else 0)
-                    hint = (
-                        f" (the checkpoint distils {value.shape[0] - extra}-d teacher features, this run "
-                        f"{own[name].shape[0] - extra}-d: pass --pipeline.model.feature-dim {value.shape[0] - extra}"
-                        " to fine-tune it)"
-                    )
-                raise UserError(
-                    f"checkpoint does not fit this model: {name} is {tuple(value.shape)} in the checkpoint, "
-                    f"{tuple(own[name].shape)} here{hint}"
-                )
+        loaded = {key.removeprefix("module."): value for key, value in loaded_state.items()}
+        network = ("_model.field.", "_model.encoder.")
+        problems = [
+            f"{k} is {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} here"
+            for k, v in loaded.items()
+            if k in own and own[k].shape != v.shape
+        ]
+        problems += [
+            f"the checkpoint has {k}, which this model lacks" for k in loaded if k.startswith(network) and k not in own
+        ]
+        problems += [f"the checkpoint lacks {k}" for k in own if k.startswith(network) and k not in loaded]
+        if problems:
+            model = self.featurenerf
+            theirs = architecture_of_model_state(loaded, model.config.regress_coord)
+            current = architecture_of_config(dataclasses.replace(model.config, feature_dim=model.feature_dim))
+            hint = mismatch_message(theirs, current) if theirs is not None else ""
+            raise UserError(f"checkpoint does not fit this model: {hint or problems[0]}")
         super().load_pipeline(loaded_state, step)
 
     @property

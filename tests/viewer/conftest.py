@@ -25,7 +25,10 @@ def viewer_run(tmp_path_factory) -> Path:
     )
     cmd = [str(BIN / "ns-train"), "featurenerf-tiny", "--data", str(root / "data" / "chair"),
            "--output-dir", str(root / "outputs"), "--timestamp", "run", "--max-num-iterations", str(TRAIN_STEPS),
-           "--steps-per-save", str(TRAIN_STEPS)]  # fmt: skip
+           "--steps-per-save", str(TRAIN_STEPS),
+           # Rays inside the objects' boxes all along: with the preset's 5 steps of it, 300 steps learn an almost
+           # transparent field (accumulation ~0.01 on the object), and the renders would show nothing.
+           "--pipeline.datamanager.bbox-sampling-steps", str(TRAIN_STEPS)]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"ns-train failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
