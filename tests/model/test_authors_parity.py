@@ -9,13 +9,12 @@ size (image, widths, feature channels, sample counts, backbone) comes from the f
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
 
 import numpy as np
 import pytest
 import torch
 
+import featurenerf_ns.model.field as field_module
 from featurenerf_ns.model.api import TrainedFeatureNeRF
 from featurenerf_ns.model.authors_checkpoint import read_authors_checkpoint, to_model_state
 from featurenerf_ns.model.import_cli import ImportConfig, import_checkpoint
@@ -173,59 +172,88 @@ def around_depth_samples(model, tb: TrainBatch, reference: dict[str, np.ndarray]
     ``sample_fine_depth`` does not detach the depth, so gradients also flow through those samples' positions.
     The reference gradient minus ours with every depth held fixed is, per ray, ``s_r * d(depth_r)/d(theta)``
     with ``s_r`` the sum of dL/dz over that ray's around-depth samples: a least-squares fit of ``s_r`` over the
-    MLP's listed parameters, then per ray the subset of new samples whose dL/dz sum closest to ``s_r``. Nothing
-    here is asserted: a wrong pick can only make the exact comparison that follows fail, never pass.
+    MLP's listed parameters, then per ray ``Kd`` new samples whose dL/dz sum closest to ``s_r`` (the gradient
+    depends on the pick only through that sum). Nothing here is asserted: a pick that does not reproduce the
+    authors' gradient can only make the exact comparison that follows fail.
     """
     params = dict(model.named_parameters())
-    names = [k for k in reference if ".mlp." in k]
-    plist = [params[k] for k in names]
+    # Row-wise layers (each MLP row is one sample of one ray); lin_z acts on shared feature-map cells instead.
+    names = [k for k in reference if ".mlp." in k and ".lin_z." not in k and ".lin_out." not in k]
+    assert names, "the fixture lists no gradient of the MLP's blocks or lin_in"
+    by_id = {id(params[k]): k for k in names}
+    calls: list[dict] = []
+    original = field_module.linear
+
+    def recording(x, weight, bias):
+        y = original(x, weight, bias)
+        if id(weight) in by_id and y.requires_grad:
+            call = {"name": by_id[id(weight)], "x": x.detach()}
+            y.register_hook(lambda grad, call=call: call.__setitem__("grad", grad.detach()))
+            calls.append(call)
+        return y
+
     z_new = tb.z_new.clone().requires_grad_(True)
-    _, total, out = tb.losses(model, SampleDepths(tb.z_coarse, z_new))
-    *g_fixed, dl_dz = torch.autograd.grad(total, plist + [z_new], retain_graph=True)
+    field_module.linear = recording
+    try:
+        _, total, out = tb.losses(model, SampleDepths(tb.z_coarse, z_new))
+    finally:
+        field_module.linear = original
+    *g_fixed, dl_dz = torch.autograd.grad(total, [params[k] for k in names] + [z_new], retain_graph=True)
     depth = out["depth_coarse"][..., 0]
-    columns = [
-        torch.cat([g.reshape(-1) for g in torch.autograd.grad(d, plist, retain_graph=True)]).double()
-        for d in depth.reshape(-1)
-    ]
-    residual = torch.cat([torch.from_numpy(reference[k]).reshape(-1) for k in names]).double()
-    residual -= torch.cat([g.reshape(-1) for g in g_fixed]).double()
-    s = torch.linalg.lstsq(torch.stack(columns, 1), residual[:, None]).solution[:, 0].view(depth.shape)
+    # d(depth_r)/dW for every ray at once: depth_r depends only on its own ray's coarse rows, so the backward of
+    # sum_r depth_r gives each row's output gradient; the per-ray gradient is the sum over its rows of
+    # grad (x) input. Only the coarse pass's calls reach the coarse depth.
+    for call in calls:
+        call.pop("grad", None)
+    torch.autograd.grad(depth.sum(), [params[k] for k in names])
+    rng = np.random.default_rng(0)
+    columns, residual = [], []
+    num_rays = depth.numel()
+    for call in (c for c in calls if "grad" in c):
+        k, x, grad = call["name"], call["x"], call["grad"]
+        rows_per_ray = x.shape[0] // num_rays
+        out_i = torch.from_numpy(rng.integers(0, grad.shape[1], 8 * num_rays // len(names) + 1))
+        in_i = torch.from_numpy(rng.integers(0, x.shape[1], len(out_i)))
+        per_row = grad[:, out_i].double() * x[:, in_i].double()  # (rows, entries)
+        columns.append(per_row.view(num_rays, rows_per_ray, -1).sum(1).T)
+        theirs = torch.from_numpy(reference[k]).double()[out_i, in_i]
+        ours = dict(zip(names, g_fixed, strict=True))[k].double()[out_i, in_i]
+        residual.append(theirs - ours)
+    assert len(columns) == len(names), "expected one coarse call per listed layer"
+    s = torch.linalg.lstsq(torch.cat(columns), torch.cat(residual)[:, None]).solution[:, 0].view(depth.shape)
 
     kd = model.config.num_fine_depth_samples
     g = dl_dz.detach().double()
     chosen = torch.zeros(g.shape, dtype=torch.bool)
     for idx in np.ndindex(*depth.shape):
-        pick = _subset_with_sum(g[idx].numpy(), float(s[idx]), kd, (tb.z_new[idx] - depth[idx].detach()).abs())
+        pick = _subset_with_sum(g[idx].numpy(), float(s[idx]), kd)
         chosen[idx + (pick,)] = True
     return chosen
 
 
-def _subset_with_sum(values: np.ndarray, target: float, k: int, distance: torch.Tensor) -> list[int]:
-    """Indices of ``k`` values summing closest to ``target``: every subset when there are few, else a search from
-    the ``k`` samples nearest the depth by the best single or double swaps."""
-    n = len(values)
-    if math.comb(n, k) <= 20_000:
-        subsets = np.array(list(itertools.combinations(range(n), k)))
-        return subsets[np.abs(values[subsets].sum(1) - target).argmin()].tolist()
-    order = torch.argsort(distance).tolist()
-    pick, rest = np.array(order[:k]), np.array(order[k:])
-    while True:
-        gap = target - values[pick].sum()
-        delta = values[rest][None, :] - values[pick][:, None]  # one swap: pick[i] -> rest[j]
-        best1 = np.unravel_index(np.abs(gap - delta).argmin(), delta.shape)
-        pairs = delta.reshape(-1)[:, None] + delta.reshape(-1)[None, :]  # two swaps (any indices; filtered below)
-        best2 = np.unravel_index(np.abs(gap - pairs).argmin(), pairs.shape)
-        err1, err2 = abs(gap - delta[best1]), abs(gap - pairs[best2])
-        if min(err1, err2) >= abs(gap) - 1e-15:
-            return pick.tolist()
-        if err1 <= err2:
-            pick[best1[0]], rest[best1[1]] = rest[best1[1]], pick[best1[0]]
-        else:
-            (i1, j1), (i2, j2) = (divmod(b, len(rest)) for b in best2)
-            if i1 == i2 or j1 == j2:
-                pick[best1[0]], rest[best1[1]] = rest[best1[1]], pick[best1[0]]
-            else:
-                pick[i1], rest[j1], pick[i2], rest[j2] = rest[j1], pick[i1], rest[j2], pick[i2]
+def _subset_with_sum(values: np.ndarray, target: float, k: int) -> list[int]:
+    """Indices of ``k`` of ``values`` whose sum is closest to ``target`` (meet in the middle: every subset of
+    each half, then for each split of ``k`` the nearest sum by binary search)."""
+
+    def subsets(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        bits = (np.arange(1 << len(v))[:, None] >> np.arange(len(v))) & 1
+        return bits.sum(1), bits @ v, bits
+
+    half = len(values) // 2
+    size_a, sum_a, bits_a = subsets(values[:half])
+    size_b, sum_b, bits_b = subsets(values[half:])
+    best_err, best = np.inf, None
+    for j in range(max(0, k - (len(values) - half)), min(k, half) + 1):
+        a, b = np.flatnonzero(size_a == j), np.flatnonzero(size_b == k - j)
+        b = b[np.argsort(sum_b[b])]
+        need = target - sum_a[a]
+        pos = np.searchsorted(sum_b[b], need)
+        for cand in (np.clip(pos - 1, 0, len(b) - 1), np.clip(pos, 0, len(b) - 1)):
+            err = np.abs(sum_b[b[cand]] - need)
+            i = int(err.argmin())
+            if err[i] < best_err:
+                best_err, best = err[i], np.concatenate([bits_a[a[i]], bits_b[b[cand[i]]]])
+    return np.flatnonzero(best).tolist()
 
 
 def test_training_step_losses_and_gradients_match(parity, imported, gemm_backend):
