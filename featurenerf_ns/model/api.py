@@ -63,6 +63,11 @@ class TrainedFeatureNeRF:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type of the model's parameters (inputs are cast to it; float64 for reference runs)."""
+        return next(self.model.parameters()).dtype
+
     def _split(self, split: str):
         if split not in self._splits:
             dm = self.datamanager
@@ -151,9 +156,11 @@ class TrainedFeatureNeRF:
         if c2w.shape[0] != V:
             raise ValueError(f"{V} image(s) but {c2w.shape[0]} transform_matrix")
         cams = cameras_from_fov(c2w, camera_angle_x, (H, W), self.datamanager.dataparser.config.pixel_convention)
-        dev = self.device
+        dev, dtype = self.device, self.dtype
         return self.model.encode(
-            images[None].to(dev), cams.camera_to_worlds[None].to(dev), intrinsics_of(cams)[None].to(dev)
+            images[None].to(dev, dtype),
+            cams.camera_to_worlds[None].to(dev, dtype),
+            intrinsics_of(cams)[None].to(dev, dtype),
         )
 
     def render_rays(
@@ -172,11 +179,20 @@ class TrainedFeatureNeRF:
             outputs: any of ``rgb``, ``feature``, ``v_nerf``, ``coord``; ``depth`` and ``accumulation`` always.
             depths: fixed sample depths ``(1, R, K)`` instead of drawn ones.
         """
-        dev = self.device
+        dev, dtype = self.device, self.dtype
         generator = torch.Generator(device=dev).manual_seed(self.model.eval_seed)
+        if depths is not None:
+            depths = SampleDepths(
+                *(None if t is None else t.to(dev, dtype) for t in (depths.coarse, depths.fine, depths.around_depth))
+            )
         with torch.no_grad():
             out = self.model.render_rays(
-                cond, origins[None].to(dev), directions[None].to(dev), frozenset(outputs), generator, depths
+                cond,
+                origins[None].to(dev, dtype),
+                directions[None].to(dev, dtype),
+                frozenset(outputs),
+                generator,
+                depths,
             )
         return {k: v[0] for k, v in out.items()}
 
@@ -205,5 +221,6 @@ class TrainedFeatureNeRF:
             outputs: any of ``rgb``, ``density`` (N,1), ``feature`` (N,D), ``coord`` (the predicted canonical
                 point minus the query point), ``v_nerf`` (N,W).
         """
-        dirs = None if viewdirs is None else viewdirs.to(self.device)
-        return self.model.query_points(cond, points.to(self.device), dirs, frozenset(outputs))
+        dev, dtype = self.device, self.dtype
+        dirs = None if viewdirs is None else viewdirs.to(dev, dtype)
+        return self.model.query_points(cond, points.to(dev, dtype), dirs, frozenset(outputs))

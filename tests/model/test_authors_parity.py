@@ -3,11 +3,20 @@
 The fixture (``$FEATURENERF_PARITY_FIXTURE``, see ``tests/conftest.py``) holds what the authors'
 ``PixelNeRFEmbedNet``, ``NeRFEmbedRenderer`` and ``train.py`` losses computed for its checkpoint. Every
 size (image, widths, feature channels, sample counts, backbone) comes from the fixture and its
-``model.conf``. Tolerance: ``max |ours - theirs| <= 1e-5 * max |theirs|`` per array, in fp32.
+``model.conf``.
+
+Tolerance, per array: ``max |ours - theirs| <= max(1e-5, min(4 * fp32_noise, 1e-3)) * max |theirs|``, where
+``fp32_noise = max |ours_fp32 - ours_fp64| / max |theirs|`` is how far float32 rounding moves our own result
+(the same code run in float64). On the shipped fixture every array stays at 1e-5. At the paper's size the
+gradients do not: summed over ~50k samples and through BatchNorm's training-mode backward, fp32 rounding
+moves the encoder's by ~3e-4 of their scale and the MLP's by ~5e-5 (ours and, measured on fixtures made by
+running the authors' code at that size, theirs alike, up to ~3x ours), so no fp32 implementation can agree
+with another to 1e-5 there.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -23,16 +32,26 @@ from featurenerf_ns.utils.cameras import cameras_from_fov, cameras_from_opencv, 
 from featurenerf_ns.utils.hocon import hocon_get
 
 RTOL = 1e-5
+NOISE_FACTOR = 4.0
+MAX_RTOL = 1e-3
 FIELD_OUTPUTS = {"rgb": "rgb", "sigma": "density", "embed": "feature", "coord": "coord", "vnerf": "v_nerf"}
 
 
-def assert_parity(ours, theirs, name: str, rtol: float = RTOL) -> None:
-    ours = torch.as_tensor(ours).detach().double().cpu().reshape(np.shape(theirs))
-    theirs = torch.as_tensor(np.asarray(theirs)).double()
+def _double(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().double().cpu()
+
+
+def assert_parity(ours, theirs, name: str, ours64=None) -> None:
+    """``ours`` (fp32) within the module's tolerance of ``theirs``; ``ours64`` (the same computed in float64)
+    measures fp32 rounding, None keeps the tolerance at 1e-5."""
+    theirs = _double(theirs)
+    ours = _double(ours).reshape(theirs.shape)
     scale = float(theirs.abs().max())
-    err = float((ours - theirs).abs().max())
     assert scale > 0, f"{name}: the reference is all zeros (nothing would be compared)"
-    assert err <= rtol * scale, f"{name}: max error {err:.3g} > {rtol:g} x {scale:.3g}"
+    noise = 0.0 if ours64 is None else float((ours - _double(ours64).reshape(theirs.shape)).abs().max()) / scale
+    rtol = max(RTOL, min(NOISE_FACTOR * noise, MAX_RTOL))
+    err = float((ours - theirs).abs().max()) / scale
+    assert err <= rtol, f"{name}: max error {err:.3g} x scale > tolerance {rtol:.3g} (fp32 noise {noise:.3g})"
 
 
 def new_fine_depths(z_coarse: np.ndarray, z_fine: np.ndarray) -> np.ndarray:
@@ -63,6 +82,12 @@ def imported(parity, tiny_root, tmp_path_factory):
     return TrainedFeatureNeRF.load(config, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def imported64(imported):
+    """The same model in float64: how far fp32 rounding moves our results."""
+    return in_float64(imported)
+
+
 def test_architecture_comes_from_the_weights_and_agrees_with_the_config(parity, imported):
     conf = parity.conf
     # Without the config: the shapes, plus whether the last 3 outputs are coordinates (31 = 4 + 24 + 3 could
@@ -91,17 +116,23 @@ def test_encoder_input_is_the_authors_bit_for_bit(parity, imported):
     np.testing.assert_array_equal(ours.numpy(), parity.arrays["src_encoder_input"])
 
 
-@pytest.mark.parametrize("num_views", [1, 2])
-def test_field_outputs_match(parity, imported, num_views, gemm_backend):
+def field_outputs(parity, tf: TrainedFeatureNeRF, num_views: int, outputs=tuple(FIELD_OUTPUTS.values())) -> dict:
+    """Our field at the fixture's points, conditioned on its first ``num_views`` source images."""
     a = parity.arrays
-    cond = imported.encode_image(
-        a["src_rgba"][:num_views], a["src_transform_matrix"][:num_views], float(a["camera_angle_x"])
-    )
-    out = imported.query(
-        cond, torch.from_numpy(a["points"]), torch.from_numpy(a["viewdirs"]), outputs=tuple(FIELD_OUTPUTS.values())
-    )
-    for theirs, ours in FIELD_OUTPUTS.items():
-        assert_parity(out[ours], a[f"field_{num_views}view_{theirs}"], f"{num_views}-view {theirs}")
+    cond = tf.encode_image(a["src_rgba"][:num_views], a["src_transform_matrix"][:num_views], float(a["camera_angle_x"]))
+    return tf.query(cond, torch.from_numpy(a["points"]), torch.from_numpy(a["viewdirs"]), outputs=outputs)
+
+
+def in_float64(tf: TrainedFeatureNeRF) -> TrainedFeatureNeRF:
+    return TrainedFeatureNeRF(copy.deepcopy(tf.model).double(), tf.datamanager)
+
+
+@pytest.mark.parametrize("num_views", [1, 2])
+def test_field_outputs_match(parity, imported, imported64, num_views, gemm_backend):
+    ours, ours64 = field_outputs(parity, imported, num_views), field_outputs(parity, imported64, num_views)
+    for theirs, name in FIELD_OUTPUTS.items():
+        reference = parity.arrays[f"field_{num_views}view_{theirs}"]
+        assert_parity(ours[name], reference, f"{num_views}-view {theirs}", ours64[name])
 
 
 def test_camera_rays_are_the_authors_rays(parity, imported):
@@ -117,20 +148,23 @@ def test_camera_rays_are_the_authors_rays(parity, imported):
     assert (rays[:, 6] == imported.model.near).all() and (rays[:, 7] == imported.model.far).all()
 
 
-def test_render_matches_their_renderer(parity, imported, gemm_backend):
+def test_render_matches_their_renderer(parity, imported, imported64, gemm_backend):
     a = parity.arrays
-    cond = imported.encode_image(a["src_rgba"][:1], a["src_transform_matrix"][:1], float(a["camera_angle_x"]))
     rays = torch.from_numpy(a["rays"])
     depths = SampleDepths(
         coarse=torch.from_numpy(a["z_coarse"])[None],
         fine=torch.from_numpy(new_fine_depths(a["z_coarse"], a["z_fine"]))[None],
     )
-    out = imported.render_rays(cond, rays[:, :3], rays[:, 3:6], ("rgb", "feature", "coord", "v_nerf"), depths)
+    outs = []
+    for tf in (imported, imported64):
+        cond = tf.encode_image(a["src_rgba"][:1], a["src_transform_matrix"][:1], float(a["camera_angle_x"]))
+        outs.append(tf.render_rays(cond, rays[:, :3], rays[:, 3:6], ("rgb", "feature", "coord", "v_nerf"), depths))
     names = {"rgb": "rgb", "depth": "depth", "embed": "feature", "coord": "coord"}
     for stage, suffix in (("coarse", "_coarse"), ("fine", "")):
         for theirs, ours in names.items():
-            assert_parity(out[ours + suffix], a[f"render_{stage}_{theirs}"], f"{stage} {theirs}")
-    assert_parity(out["v_nerf"], a["render_fine_vnerf"], "fine v_nerf")
+            key = ours + suffix
+            assert_parity(outs[0][key], a[f"render_{stage}_{theirs}"], f"{stage} {theirs}", outs[1][key])
+    assert_parity(outs[0]["v_nerf"], a["render_fine_vnerf"], "fine v_nerf", outs[1]["v_nerf"])
 
 
 class TrainBatch:
@@ -157,24 +191,32 @@ class TrainBatch:
         }
 
     def losses(self, model, depths: SampleDepths) -> tuple[dict, torch.Tensor, dict]:
-        """Encode, render with the given depths, and the loss terms; also the rendered outputs."""
-        cond = model.encode(self.images, self.c2w, self.intrinsics)
-        wanted = frozenset({"rgb", "feature", "coord"})
-        out = model.render_rays(cond, self.rays[..., :3], self.rays[..., 3:6], wanted, depths=depths)
-        losses = model.get_loss_dict({k: v.reshape(-1, v.shape[-1]) for k, v in out.items()}, self.batch)
+        """Encode, render with the given depths, and the loss terms (in the model's dtype); also the outputs."""
+        dtype = next(model.parameters()).dtype
+        cond = model.encode(self.images.to(dtype), self.c2w.to(dtype), self.intrinsics.to(dtype))
+        depths = SampleDepths(
+            *(None if t is None else t.to(dtype) for t in (depths.coarse, depths.fine, depths.around_depth))
+        )
+        rays = self.rays.to(dtype)
+        out = model.render_rays(
+            cond, rays[..., :3], rays[..., 3:6], frozenset({"rgb", "feature", "coord"}), depths=depths
+        )
+        batch = {k: v.to(dtype) for k, v in self.batch.items()}
+        losses = model.get_loss_dict({k: v.reshape(-1, v.shape[-1]) for k, v in out.items()}, batch)
         return losses, sum(losses.values()), out
 
 
-def around_depth_samples(model, tb: TrainBatch, reference: dict[str, np.ndarray]) -> torch.Tensor:
-    """Which of the fine pass's new samples their renderer drew around the coarse depth, ``(B, R, Kf)`` bool.
+def around_depth_samples(model, tb: TrainBatch, reference: dict[str, np.ndarray]) -> SampleDepths:
+    """The fixture's depths, with the fine samples their renderer drew around the coarse depth told apart.
 
     The fixture records the fine depths sorted, which loses that; it matters for the gradient because their
-    ``sample_fine_depth`` does not detach the depth, so gradients also flow through those samples' positions.
-    The reference gradient minus ours with every depth held fixed is, per ray, ``s_r * d(depth_r)/d(theta)``
-    with ``s_r`` the sum of dL/dz over that ray's around-depth samples: a least-squares fit of ``s_r`` over the
-    MLP's listed parameters, then per ray ``Kd`` new samples whose dL/dz sum closest to ``s_r`` (the gradient
-    depends on the pick only through that sum). Nothing here is asserted: a pick that does not reproduce the
-    authors' gradient can only make the exact comparison that follows fail.
+    ``sample_fine_depth`` does not detach the depth, so gradients also flow through those samples' positions
+    (except where the clamp to near/far holds them). The reference gradient minus ours with every depth held
+    fixed is, per ray, ``s_r * d(depth_r)/d(theta)`` with ``s_r`` the sum of dL/dz over that ray's unclamped
+    around-depth samples: a least-squares fit of ``s_r`` over the MLP's row-wise listed parameters, then per ray
+    ``Kd`` new samples whose dL/dz sum closest to ``s_r`` (the gradient depends on the pick only through that
+    sum). Nothing here is asserted: a pick that does not reproduce the authors' gradient can only make the
+    exact comparison that follows fail.
     """
     params = dict(model.named_parameters())
     # Row-wise layers (each MLP row is one sample of one ray); lin_z acts on shared feature-map cells instead.
@@ -206,29 +248,34 @@ def around_depth_samples(model, tb: TrainBatch, reference: dict[str, np.ndarray]
     for call in calls:
         call.pop("grad", None)
     torch.autograd.grad(depth.sum(), [params[k] for k in names])
-    rng = np.random.default_rng(0)
-    columns, residual = [], []
+    # Least squares on every entry of those layers, as normal equations accumulated layer by layer.
     num_rays = depth.numel()
-    for call in (c for c in calls if "grad" in c):
+    normal = torch.zeros(num_rays, num_rays, dtype=torch.float64)
+    rhs = torch.zeros(num_rays, dtype=torch.float64)
+    fixed = dict(zip(names, g_fixed, strict=True))
+    coarse_calls = [c for c in calls if "grad" in c]
+    assert sorted(c["name"] for c in coarse_calls) == sorted(names), "expected one coarse call per listed layer"
+    for call in coarse_calls:
         k, x, grad = call["name"], call["x"], call["grad"]
-        rows_per_ray = x.shape[0] // num_rays
-        out_i = torch.from_numpy(rng.integers(0, grad.shape[1], 8 * num_rays // len(names) + 1))
-        in_i = torch.from_numpy(rng.integers(0, x.shape[1], len(out_i)))
-        per_row = grad[:, out_i].double() * x[:, in_i].double()  # (rows, entries)
-        columns.append(per_row.view(num_rays, rows_per_ray, -1).sum(1).T)
-        theirs = torch.from_numpy(reference[k]).double()[out_i, in_i]
-        ours = dict(zip(names, g_fixed, strict=True))[k].double()[out_i, in_i]
-        residual.append(theirs - ours)
-    assert len(columns) == len(names), "expected one coarse call per listed layer"
-    s = torch.linalg.lstsq(torch.cat(columns), torch.cat(residual)[:, None]).solution[:, 0].view(depth.shape)
+        per_ray = torch.einsum("rko,rki->roi", grad.view(num_rays, -1, grad.shape[1]), x.view(num_rays, -1, x.shape[1]))
+        jac = per_ray.reshape(num_rays, -1)
+        normal += (jac @ jac.T).double()
+        rhs += (jac @ (torch.from_numpy(reference[k]).reshape(-1) - fixed[k].reshape(-1))).double()
+    # Rays that see no density have no depth gradient: their s_r is free and does not matter (minimum norm).
+    s = torch.linalg.lstsq(normal, rhs[:, None], driver="gelsd").solution[:, 0].view(depth.shape)
 
+    near, far = model.near, model.far
+    clamped = (tb.z_new <= near) | (tb.z_new >= far)  # their clamp passes no gradient to these
+    g = torch.where(clamped, 0.0, dl_dz.detach().double())
     kd = model.config.num_fine_depth_samples
-    g = dl_dz.detach().double()
     chosen = torch.zeros(g.shape, dtype=torch.bool)
     for idx in np.ndindex(*depth.shape):
-        pick = _subset_with_sum(g[idx].numpy(), float(s[idx]), kd)
-        chosen[idx + (pick,)] = True
-    return chosen
+        chosen[idx + (_subset_with_sum(g[idx].numpy(), float(s[idx]), kd),)] = True
+    shape = (*tb.z_new.shape[:-1], -1)
+    z_depth = tb.z_new[chosen].view(shape)
+    # Offsets from our coarse depth; clamped samples get offsets far past the bound so that our clamp holds them.
+    offsets = torch.where(z_depth <= near, -1e6, torch.where(z_depth >= far, 1e6, z_depth - depth.detach()[..., None]))
+    return SampleDepths(coarse=tb.z_coarse, fine=tb.z_new[~chosen].view(shape), around_depth=offsets)
 
 
 def _subset_with_sum(values: np.ndarray, target: float, k: int) -> list[int]:
@@ -260,37 +307,33 @@ def test_training_step_losses_and_gradients_match(parity, imported, gemm_backend
     a = parity.arrays
     model = imported.model
     saved = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm statistics move in training mode
-    params = dict(model.named_parameters())
     reference = {
         k.removeprefix("train_grad__").replace("__", ".").replace("mlp_coarse.", "field.mlp."): a[k]
         for k in a
         if k.startswith("train_grad__")
     }
     assert reference
+    model64 = copy.deepcopy(model).double().train()
     model.train()
     try:
         tb = TrainBatch(parity, model)
-        chosen = around_depth_samples(model, tb, reference)
-        model.load_state_dict(saved)
-        model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            depth = tb.losses(model, SampleDepths(tb.z_coarse, tb.z_new))[2]["depth_coarse"]
-        model.load_state_dict(saved)
-        kd = model.config.num_fine_depth_samples
-        shape = (*tb.z_new.shape[:-1], -1)
-        depths = SampleDepths(
-            coarse=tb.z_coarse,
-            fine=tb.z_new[~chosen].view(shape),
-            around_depth=tb.z_new[chosen].view(*shape[:-1], kd) - depth,
-        )
-        losses, total, _ = tb.losses(model, depths)
-        total.backward()
-        assert_parity(losses["rgb_loss"], a["train_loss_rgb"], "rgb loss")
-        assert_parity(losses["distill_loss"], a["train_loss_embed"], "distill loss")
-        assert_parity(losses["coord_loss"], a["train_loss_coord"], "coord loss")
-        assert_parity(total, a["train_loss_total"], "total loss")
+        depths = around_depth_samples(model, tb, reference)
+        results = []
+        for m in (model, model64):
+            m.load_state_dict(saved)
+            m.zero_grad(set_to_none=True)
+            losses, total, _ = tb.losses(m, depths)
+            total.backward()
+            grads = {name: p.grad for name, p in m.named_parameters() if name in reference}
+            results.append((losses, total, grads))
+        (losses, total, grads), (losses64, total64, grads64) = results
+        assert_parity(losses["rgb_loss"], a["train_loss_rgb"], "rgb loss", losses64["rgb_loss"])
+        assert_parity(losses["distill_loss"], a["train_loss_embed"], "distill loss", losses64["distill_loss"])
+        assert_parity(losses["coord_loss"], a["train_loss_coord"], "coord loss", losses64["coord_loss"])
+        assert_parity(total, a["train_loss_total"], "total loss", total64)
+        assert set(grads) == set(reference)
         for name, theirs in reference.items():
-            assert_parity(params[name].grad, theirs, f"gradient of {name}")
+            assert_parity(grads[name], theirs, f"gradient of {name}", grads64[name])
     finally:
         model.zero_grad(set_to_none=True)
         model.load_state_dict(saved)
@@ -315,11 +358,11 @@ def test_pixelnerf_layout_imports_as_nerf_feature_model(parity, tiny_root, tmp_p
     assert config.parent.parent.name == "featurenerf-nerf-feature"
     tf = TrainedFeatureNeRF.load(config, device="cpu")
     assert tf.model.feature_dim == 0 and not tf.model.config.regress_coord
-    cond = tf.encode_image(a["src_rgba"][:1], a["src_transform_matrix"][:1], float(a["camera_angle_x"]))
-    out = tf.query(cond, torch.from_numpy(a["points"]), torch.from_numpy(a["viewdirs"]), ("rgb", "density", "v_nerf"))
-    assert set(out) == {"rgb", "density", "v_nerf"}
+    out = field_outputs(parity, tf, 1)
+    assert set(out) == {"rgb", "density", "v_nerf"}  # the heads it lacks are left out
+    out64 = field_outputs(parity, in_float64(tf), 1)
     for theirs, ours in (("rgb", "rgb"), ("sigma", "density"), ("vnerf", "v_nerf")):
-        assert_parity(out[ours], a[f"field_1view_{theirs}"], theirs)
+        assert_parity(out[ours], a[f"field_1view_{theirs}"], theirs, out64[ours])
 
     # A separate fine MLP (pixelNeRF's training) holding the same weights renders the authors' fine pass: it
     # re-evaluates every sample, as their renderer does, instead of reusing the coarse ones.
@@ -341,18 +384,23 @@ def test_pixelnerf_layout_imports_as_nerf_feature_model(parity, tiny_root, tmp_p
         coarse=torch.from_numpy(a["z_coarse"])[None],
         fine=torch.from_numpy(new_fine_depths(a["z_coarse"], a["z_fine"]))[None],
     )
+    renders = []
+    with torch.no_grad():
+        for m in (model, copy.deepcopy(model).double()):
+            dt = next(m.parameters()).dtype
+            images = tf.source_images(a["src_rgba"][:1])[None].to(dt)
+            cond = m.encode(images, cams.camera_to_worlds[None].to(dt), intrinsics_of(cams)[None].to(dt))
+            d = SampleDepths(depths.coarse.to(dt), depths.fine.to(dt))
+            o, r = rays[None, :, :3].to(dt), rays[None, :, 3:6].to(dt)
+            renders.append(m.render_rays(cond, o, r, frozenset({"rgb", "v_nerf"}), depths=d))
+    out, out64 = renders
+    for theirs, key in (("rgb", "rgb"), ("depth", "depth"), ("vnerf", "v_nerf")):
+        assert_parity(out[key][0], a[f"render_fine_{theirs}"], f"separate fine MLP: fine {theirs}", out64[key][0])
+    # Other fine weights change the fine pass only.
     with torch.no_grad():
         cond = model.encode(
             tf.source_images(a["src_rgba"][:1])[None], cams.camera_to_worlds[None], intrinsics_of(cams)[None]
         )
-        out = model.render_rays(
-            cond, rays[None, :, :3], rays[None, :, 3:6], frozenset({"rgb", "v_nerf"}), depths=depths
-        )
-    assert_parity(out["rgb"][0], a["render_fine_rgb"], "separate fine MLP: fine rgb")
-    assert_parity(out["depth"][0], a["render_fine_depth"], "separate fine MLP: fine depth")
-    assert_parity(out["v_nerf"][0], a["render_fine_vnerf"], "separate fine MLP: fine v_nerf")
-    # Other fine weights change the fine pass only.
-    with torch.no_grad():
         model.field.mlp_fine.lin_out.bias[3] += 1.0
         again = model.render_rays(cond, rays[None, :, :3], rays[None, :, 3:6], frozenset({"rgb"}), depths=depths)
     torch.testing.assert_close(again["rgb_coarse"], out["rgb_coarse"])
