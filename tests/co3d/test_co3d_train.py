@@ -116,8 +116,6 @@ def test_finetune_from_shapenet_checkpoint(trained, tmp_path):
     )  # fmt: skip
     assert bad.returncode != 0
     line = bad.stderr.strip().splitlines()[-1]
-    assert (
-        line
-        == "error: checkpoint does not fit this model: pass --pipeline.model.feature-dim 32 (this run has feature-dim 384)"
-    )
+    hint = "pass --pipeline.model.feature-dim 32 (this run has feature-dim 384)"
+    assert line == f"error: checkpoint does not fit this model: {hint}"
     assert "Traceback" not in bad.stderr
