@@ -9,6 +9,7 @@ without one (the viewer) use :attr:`FeatureNeRFModel.default_conditioning`.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,9 @@ class FeatureNeRFModel(Model):
             self.config.depth_std,
         )
         self.psnr = PeakSignalNoiseRatio(data_range=1.0)
-        self.lpips = self._make_lpips()
+        # Not a submodule: a frozen metric whose weights would otherwise enter checkpoints only on machines that
+        # have them, so that a run saved on one machine could not load on another.
+        self.__dict__["lpips"] = self._make_lpips()
         self.default_conditioning: Conditioning | None = None
         self.eval_seed = 0
         # Set by the viewer panel (featurenerf_ns.viewer.panel): renders a viewer camera with the
@@ -133,12 +136,19 @@ class FeatureNeRFModel(Model):
             return None
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-        if Path(weights).parent != Path(torch.hub.get_dir()) / "checkpoints":
-            target = Path(torch.hub.get_dir()) / "checkpoints" / _ALEXNET_FILE
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                target.symlink_to(Path(weights).resolve())
-        return LearnedPerceptualImagePatchSimilarity(normalize=True)
+        if Path(weights).parent == Path(torch.hub.get_dir()) / "checkpoints":
+            return LearnedPerceptualImagePatchSimilarity(normalize=True)
+        # torchvision reads AlexNet from the torch hub cache only: show it a temporary cache holding the given file
+        # (the user's own cache is left alone).
+        previous = torch.hub.get_dir()
+        with tempfile.TemporaryDirectory(prefix="featurenerf-hub-") as hub:
+            (Path(hub) / "checkpoints").mkdir()
+            (Path(hub) / "checkpoints" / _ALEXNET_FILE).symlink_to(Path(weights).resolve())
+            torch.hub.set_dir(hub)
+            try:
+                return LearnedPerceptualImagePatchSimilarity(normalize=True)
+            finally:
+                torch.hub.set_dir(previous)
 
     def get_param_groups(self) -> dict[str, list[Parameter]]:
         return {"encoder": list(self.encoder.parameters()), "field": list(self.field.parameters())}
@@ -347,6 +357,6 @@ class FeatureNeRFModel(Model):
             "ssim": float(structural_similarity_index_measure(pred_chw, gt_chw, data_range=1.0).item()),
         }
         if self.lpips is not None:
-            metrics["lpips"] = float(self.lpips(pred_chw, gt_chw).item())
+            metrics["lpips"] = float(self.lpips.to(pred_chw.device)(pred_chw, gt_chw).item())
         images = {"img": torch.cat([gt, pred], dim=1), "accumulation": outputs["accumulation"]}
         return metrics, images
