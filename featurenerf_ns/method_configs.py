@@ -17,6 +17,7 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
 from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParserConfig
@@ -24,11 +25,26 @@ from featurenerf_ns.model.encoder import SpatialEncoderConfig
 from featurenerf_ns.model.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.model.field import FeatureNeRFFieldConfig
 from featurenerf_ns.model.pipeline import FeatureNeRFPipelineConfig
+from featurenerf_ns.utils.io import UserError
 
 
 @dataclass
 class FeatureNeRFTrainerConfig(TrainerConfig):
     """nerfstudio's trainer configuration, naming runs after the category (outputs/<category>/<method>/...)."""
+
+    def setup(self, **kwargs):
+        """The trainer; first, a run that starts from scratch must have the encoder weights it asks for."""
+        if self.load_dir is None and self.load_checkpoint is None:
+            encoder = self.pipeline.model.encoder
+            problem = encoder.missing_weights()
+            if problem is not None:
+                raise UserError(problem)
+            if encoder.weights == "imagenet-if-available" and not encoder.weights_file().is_file():
+                CONSOLE.print(
+                    f"[yellow]Encoder: ImageNet weights not found at {encoder.weights_file()}; training it from random "
+                    "initialisation (pass --pipeline.model.encoder.weights PATH to start from them)."
+                )
+        return super().setup(**kwargs)
 
     def set_experiment_name(self) -> None:
         # nerfstudio names runs after --data; a category is often chosen through the dataparser's own
@@ -100,7 +116,7 @@ def _cpu() -> TrainerConfig:
                 eval_num_triples=50,
             ),
             model=FeatureNeRFModelConfig(
-                encoder=SpatialEncoderConfig(backbone="resnet18", num_layers=3),
+                encoder=SpatialEncoderConfig(backbone="resnet18", num_layers=3, weights="imagenet-if-available"),
                 field=FeatureNeRFFieldConfig(hidden_dim=128),
                 num_coarse_samples=32,
                 num_fine_samples=16,
@@ -125,7 +141,7 @@ def _tiny() -> TrainerConfig:
     dm.objects_per_batch, dm.rays_per_object, dm.target_views_per_object = 2, 32, 2
     dm.bbox_sampling_steps, dm.num_workers, dm.eval_num_triples = 5, 1, 2
     config.pipeline.model = FeatureNeRFModelConfig(
-        encoder=SpatialEncoderConfig(backbone="resnet18", num_layers=2, weights=None),
+        encoder=SpatialEncoderConfig(backbone="resnet18", num_layers=2, weights="random"),
         field=FeatureNeRFFieldConfig(hidden_dim=32, num_blocks=3, combine_layer=2),
         num_coarse_samples=8,
         num_fine_samples=4,

@@ -28,7 +28,7 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.model_components.ray_generators import RayGenerator
 from torch import Tensor
 
-from featurenerf_ns.data.images import foreground_bbox, load_view
+from featurenerf_ns.data.images import foreground_bbox, read_image, stored_rgba, view_from_pixels
 from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.dataparsers.records import ObjectRecord
 from featurenerf_ns.teachers.diffusion import DiffusionTeacherConfig
@@ -47,11 +47,12 @@ class FeatureNeRFDataManagerConfig(DataManagerConfig):
     objects_per_batch: int = 4
     """Objects per training step (the paper: 4)."""
     rays_per_object: int = 128
-    """Target rays per object per step (the paper: 128)."""
+    """Target rays per object per step (the authors' code: 128; the paper's text says 1024)."""
     num_source_views: int = 1
     """Source views per object, averaged inside the MLP (the paper trains with 1)."""
-    target_views: Literal["other", "all"] = "other"
-    """Draw target rays from the object's other views, or from all views including the source (the authors)."""
+    target_views: Literal["all", "other"] = "all"
+    """Draw target rays from all of the object's views, the source view included (the authors' train.py), or
+    only from the views other than the source."""
     target_views_per_object: int | None = None
     """Load only this many random target views per object per step (None = every candidate view, as the
     authors); fewer views mean less image decoding per step."""
@@ -78,6 +79,9 @@ class ViewBatch:
     views: list[int]
     rgba: Float[Tensor, "V H W 4"]
     teacher: Float[Tensor, "V D h w"] | None
+    stored: Float[Tensor, "V H W 4"] | None = None
+    """The views as stored (colour under transparent pixels kept, native size): what an online teacher reads,
+    exactly as ``featurenerf-teacher`` reads the files for the cache."""
 
 
 class FeatureNeRFDataManager(DataManager):
@@ -152,17 +156,21 @@ class FeatureNeRFDataManager(DataManager):
 
     # ------------------------------------------------------------------------------------- loading
     def load_views(self, record: ObjectRecord, views: list[int], with_teacher: bool = True) -> ViewBatch:
-        """Decode ``views`` of ``record`` (RGB composited on the background, alpha, teacher maps)."""
+        """Decode ``views`` of ``record`` (RGB composited on the background, alpha, teacher maps; for an online
+        teacher, the stored pixels it reads)."""
+        pixels = [read_image(record.image_paths[v], expected_size=self.native_hw) for v in views]
         rgba = np.stack(
             [
-                load_view(record.image_paths[v], self.image_hw, self.white_background, expected_size=self.native_hw)
-                for v in views
+                view_from_pixels(px, record.image_paths[v], self.image_hw, self.white_background)
+                for px, v in zip(pixels, views, strict=True)
             ]
         )
-        teacher = None
-        if with_teacher and self.online_teacher is None and record.teacher_path is not None:
+        teacher, stored = None, None
+        if with_teacher and self.online_teacher is not None:
+            stored = torch.from_numpy(np.stack([stored_rgba(px) for px in pixels]))
+        elif with_teacher and record.teacher_path is not None:
             teacher = torch.from_numpy(self._open_teacher(record.teacher_path).read(views))
-        return ViewBatch(record, list(views), torch.from_numpy(rgba), teacher)
+        return ViewBatch(record, list(views), torch.from_numpy(rgba), teacher, stored)
 
     def source_conditioning_inputs(
         self, cameras: Cameras, records: list[ObjectRecord], source_views: list[list[int]], images: Tensor
@@ -215,7 +223,7 @@ class FeatureNeRFDataManager(DataManager):
         ray_indices, rgb, teacher = [], [], []
         for trg in (t for _, t in loaded):
             if self.online_teacher is not None:
-                trg.teacher = self.online_teacher(trg.rgba.to(self.device)).cpu()
+                trg.teacher = self.online_teacher(trg.stored.to(self.device)).cpu()
             idx, pix_view, ys, xs = self._sample_pixels(trg, self.config.rays_per_object, use_bbox)
             ray_indices.append(idx)
             rgb.append(trg.rgba[pix_view, ys, xs, :3])

@@ -21,26 +21,18 @@ from PIL import Image
 from featurenerf_ns.utils.io import DataError
 
 
-def load_view(
-    path: os.PathLike | str,
-    size: int | tuple[int, int] | None = None,
-    white_background: bool = False,
-    expected_size: tuple[int, int] | None = None,
-) -> Float[np.ndarray, "H W 4"]:
-    """Read an image as composited RGB plus mask.
+def read_image(path: os.PathLike | str, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """The pixels of an image file as stored: ``(H, W, 4)`` uint8 when it has alpha, else ``(H, W, 3)``.
+
+    The one decoder of view images: training views, teacher inputs and the viewer's files all come from here.
 
     Args:
-        path: PNG/JPEG file, RGBA (alpha = mask) or RGB (mask = non-white pixels).
-        size: output size, an int for square images or ``(H, W)``; None keeps the stored size.
-        white_background: composite RGBA images on white instead of black.
-        expected_size: ``(H, W)`` the file must have before resizing (the size the dataparser read
-            from the category's first image); None accepts any size.
-
-    Returns:
-        ``(H, W, 4)`` float32 in [0, 1]: RGB composited on the background, then the mask.
+        path: PNG/JPEG file.
+        expected_size: ``(H, W)`` the file must have (the size the dataparser read from the category's first
+            image); None accepts any size.
 
     Raises:
-        DataError: naming the file, when it cannot be read, has the wrong size, or has an empty mask.
+        DataError: naming the file, when it cannot be read or has the wrong size.
     """
     try:
         with Image.open(path) as im:
@@ -57,7 +49,47 @@ def load_view(
             f"image is {arr.shape[0]}x{arr.shape[1]} (HxW) but the category's images are "
             f"{expected_size[0]}x{expected_size[1]}",
         )
+    return arr
 
+
+def stored_rgba(pixels: np.ndarray) -> Float[np.ndarray, "H W 4"]:
+    """RGBA in [0, 1] as stored (colour under transparent pixels kept; alpha 1 for RGB files): a teacher's input."""
+    if pixels.shape[-1] == 3:
+        pixels = np.concatenate([pixels, np.full_like(pixels[..., :1], 255)], axis=-1)
+    return pixels.astype(np.float32) / 255.0
+
+
+def load_view(
+    path: os.PathLike | str,
+    size: int | tuple[int, int] | None = None,
+    white_background: bool = False,
+    expected_size: tuple[int, int] | None = None,
+) -> Float[np.ndarray, "H W 4"]:
+    """Read an image as composited RGB plus mask (:func:`read_image`, then :func:`view_from_pixels`)."""
+    return view_from_pixels(read_image(path, expected_size), path, size, white_background)
+
+
+def view_from_pixels(
+    arr: np.ndarray,
+    path: os.PathLike | str,
+    size: int | tuple[int, int] | None = None,
+    white_background: bool = False,
+) -> Float[np.ndarray, "H W 4"]:
+    """Composited RGB plus mask from stored pixels.
+
+    Args:
+        arr: :func:`read_image`'s pixels: RGBA (alpha = mask) or RGB (mask = non-white pixels).
+        path: the file they came from (named in errors).
+        size: output size, an int for square images or ``(H, W)``; None keeps the stored size.
+        white_background: composite RGBA images on white instead of black.
+
+    Returns:
+        ``(H, W, 4)`` float32 in [0, 1]: RGB composited on the background, then the mask.
+
+    Raises:
+        DataError: naming the file, when the mask is empty.
+    """
+    has_alpha = arr.shape[-1] == 4
     if has_alpha and white_background and (arr[..., 3] == 255).all():
         # SRN renders saved as RGBA carry no mask in alpha; treat them like RGB renders.
         has_alpha, arr = False, arr[..., :3]

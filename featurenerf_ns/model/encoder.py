@@ -15,7 +15,6 @@ import torch.nn.functional as F
 import torchvision
 from jaxtyping import Float
 from nerfstudio.configs.base_config import InstantiateConfig
-from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
 
 LATENT_SIZES = {"resnet18": (64, 64, 128, 256, 512), "resnet34": (64, 64, 128, 256, 512)}
@@ -32,15 +31,37 @@ class SpatialEncoderConfig(InstantiateConfig):
     num_layers: int = 4
     """How many feature levels to concatenate: conv1, layer1, layer2, layer3 (4 = 512 channels, the paper)."""
     weights: str | None = "imagenet"
-    """ImageNet weights: a local state-dict file (e.g. resnet34-b627a593.pth), 'imagenet' for torchvision's
-    weights from its local hub cache, or None for random initialisation. Missing weights fall back to random
-    initialisation with a warning (nothing is downloaded)."""
+    """Initial encoder weights (irrelevant when a checkpoint is loaded; nothing is downloaded): 'imagenet' =
+    torchvision's ImageNet file (resnet34-b627a593.pth, resnet18-f37072fd.pth) from the torch hub cache, required:
+    training stops with one line naming the file when it is missing; a path = that state-dict file, required;
+    'imagenet-if-available' = ImageNet when the file is in the hub cache, else random initialisation (the small
+    presets); 'random' (or None) = random initialisation, i.e. train the encoder from scratch."""
     use_first_pool: bool = True
     """Apply the ResNet max-pool before layer1 (pixelNeRF default)."""
 
     @property
     def latent_size(self) -> int:
         return sum(LATENT_SIZES[self.backbone][: self.num_layers])
+
+    def weights_file(self) -> Path | None:
+        """The state-dict file the weights setting names (None: random initialisation)."""
+        if self.weights in (None, "random"):
+            return None
+        if self.weights in ("imagenet", "imagenet-if-available"):
+            enum = getattr(torchvision.models, f"ResNet{self.backbone[6:]}_Weights").IMAGENET1K_V1
+            return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        return Path(self.weights)
+
+    def missing_weights(self) -> str | None:
+        """One line saying which required weights file is missing and the option that takes it (None if fine)."""
+        path = self.weights_file()
+        if path is None or path.is_file() or self.weights == "imagenet-if-available":
+            return None
+        return (
+            f"encoder weights not found: {path} (nothing is downloaded). Get torchvision's ImageNet {self.backbone} "
+            f"weights ({path.name}) and pass --pipeline.model.encoder.weights /path/to/{path.name}, or train the "
+            "encoder from scratch with --pipeline.model.encoder.weights random"
+        )
 
 
 class SpatialEncoder(nn.Module):
@@ -58,28 +79,9 @@ class SpatialEncoder(nn.Module):
         for name in ("layer1", "layer2", "layer3", "layer4")[max(config.num_layers - 1, 0) :]:
             setattr(self.model, name, nn.Identity())
         self.latent_size = config.latent_size
-        if config.weights is not None:
-            self._load_weights(config.weights)
-
-    def _load_weights(self, weights: str) -> None:
-        state = None
-        if weights == "imagenet":
-            enum = getattr(torchvision.models, f"ResNet{self.config.backbone[6:]}_Weights").IMAGENET1K_V1
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
-            if cached.is_file():
-                state = torch.load(cached, map_location="cpu", weights_only=True)
-            else:
-                CONSOLE.print(
-                    f"[yellow]Encoder: ImageNet weights not found at {cached} (nothing is downloaded); using random "
-                    f"initialisation. Pass --pipeline.model.encoder.weights /path/to/{Path(enum.url).name} to use them."
-                )
-        else:
-            path = Path(weights)
-            if not path.is_file():
-                CONSOLE.print(f"[yellow]Encoder: weights file {path} not found; using random initialisation.")
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        if state is not None:
+        path = config.weights_file()
+        if path is not None and path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
             own = self.model.state_dict()
             self.model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
 

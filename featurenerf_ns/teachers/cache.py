@@ -26,6 +26,7 @@ import torch
 from jaxtyping import Float
 from PIL import Image
 
+from featurenerf_ns.data.images import read_image, stored_rgba
 from featurenerf_ns.layout import CategoryLayout
 from featurenerf_ns.teachers.base import Teacher
 from featurenerf_ns.teachers.store import encode_teacher_features, open_teacher_features
@@ -152,15 +153,9 @@ def load_rgba(paths: Iterable[Path]) -> Float[np.ndarray, "NV 4 H W"]:
     """Views as stored, RGBA float32 in [0, 1] (alpha 1 for RGB files); teachers composite them."""
     out = []
     for p in paths:
-        try:
-            with Image.open(p) as im:
-                arr = np.asarray(im.convert("RGBA"))
-        except (OSError, ValueError, SyntaxError) as e:
-            raise DataError(p, f"not a readable image ({e})") from None
-        if out and arr.shape != out[0].shape:
-            raise DataError(p, f"image is {arr.shape[:2]} but the object's first view is {out[0].shape[:2]}")
+        arr = stored_rgba(read_image(p, None if not out else out[0].shape[:2]))
         out.append(arr)
-    return (np.stack(out).transpose(0, 3, 1, 2).astype(np.float32)) / 255.0
+    return np.stack(out).transpose(0, 3, 1, 2)
 
 
 @dataclass

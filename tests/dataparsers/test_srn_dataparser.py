@@ -91,3 +91,32 @@ def test_pose_count_differs_from_image_count(srn_root: Path):
 def test_missing_split_folder_and_root(srn_root: Path, tmp_path: Path):
     expect_error(srn_root / "planes_train", srn_root / "planes")
     expect_error(tmp_path / "nowhere", tmp_path / "nowhere" / "cars")
+
+
+def test_srn_runs_render_and_train_on_white(srn_root: Path):
+    """pixelNeRF composites SRN renders on white (white_bkgd): so do our renders, in training and evaluation."""
+    from featurenerf_ns.method_configs import _tiny
+    from featurenerf_ns.model.rendering import render_rays
+
+    config = _tiny().pipeline
+    config.datamanager.dataparser = SRNDataParserConfig(data=srn_root / "cars")
+    config.datamanager.bbox_sampling_steps = 0  # rays over whole images, background included
+    pipeline = config.setup(device="cpu", test_mode="val")
+    model = pipeline.model
+    bundle, batch = pipeline.datamanager.next_train(0)
+    cond = pipeline._encode(batch)
+    origins = bundle.origins.view(len(cond.w2c), -1, 3)
+    directions = bundle.directions.view(len(cond.w2c), -1, 3)
+    with torch.no_grad():
+        ours = model.render_rays(cond, origins, directions, frozenset({"rgb"}), torch.Generator().manual_seed(0))
+        near, far = torch.full_like(origins[..., :1], model.near), torch.full_like(origins[..., :1], model.far)
+        black = render_rays(
+            model.field, cond, origins, directions, near, far, model.sampling, frozenset({"rgb"}),
+            torch.Generator().manual_seed(0),
+        )  # fmt: skip
+    for suffix in ("", "_coarse"):
+        acc = black[f"accumulation{suffix}"]
+        assert (acc < 0.9).any()
+        torch.testing.assert_close(ours[f"rgb{suffix}"], black[f"rgb{suffix}"] + (1 - acc))
+    # The ground truth it is trained against is on white too.
+    assert (batch["image"] == 1).all(-1).any()

@@ -8,7 +8,7 @@ from featurenerf_ns.model.field import FeatureNeRFField, FeatureNeRFFieldConfig
 @pytest.fixture
 def tiny_field():
     torch.manual_seed(0)
-    encoder = SpatialEncoder(SpatialEncoderConfig(backbone="resnet18", num_layers=2, weights=None))
+    encoder = SpatialEncoder(SpatialEncoderConfig(backbone="resnet18", num_layers=2, weights="random"))
     field = FeatureNeRFField(
         FeatureNeRFFieldConfig(hidden_dim=32, num_blocks=5, combine_layer=3), encoder.latent_size, 8, True
     )
