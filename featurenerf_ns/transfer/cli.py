@@ -27,7 +27,7 @@ from rich.text import Text
 from featurenerf_ns.transfer.data import CategoryData, random_pairs, resolve_data_path, split_pairs
 from featurenerf_ns.transfer.evaluate import MethodResult, TaskSpec, evaluate_method
 from featurenerf_ns.transfer.report import write_report
-from featurenerf_ns.transfer.sources import FeatureSource, NeRFSource, OracleSource, TeacherSource
+from featurenerf_ns.transfer.sources import ChanceSource, FeatureSource, NeRFSource, OracleSource, TeacherSource
 from featurenerf_ns.transfer.spair import SpairConfig, run_spair
 from featurenerf_ns.utils.errors import install_data_error_hook
 
@@ -57,8 +57,9 @@ class EvalConfig:
     distilled head's output (the paper's ablation)."""
     compare_configs: tuple[Path, ...] = ()
     """More checkpoints (config.yml) scored identically, e.g. the no-distillation NeRF baseline."""
-    baselines: tuple[Literal["teacher", "oracle"], ...] = ()
-    """Data-side baselines: teacher = the teacher's upsampled 2D features (2D only); oracle = features
+    baselines: tuple[Literal["teacher", "oracle", "chance"], ...] = ()
+    """Data-side baselines: chance = random features (what matching by chance scores); teacher = the teacher's
+    upsampled 2D features (2D only); oracle = features
     built from the annotations (upper bound, protocol check). Defaults to teacher when no model is given."""
     data: Path | None = None
     """<root>/<category> (or <root> with --category) in the authors' layout; defaults to the model's data."""
@@ -117,6 +118,8 @@ def build_sources(cfg: EvalConfig, console: Console) -> tuple[CategoryData, list
     for b in baselines:
         if b == "teacher":
             sources.append(TeacherSource(data, folder=cfg.teacher_folder, device=cfg.device))
+        elif b == "chance":
+            sources.append(ChanceSource(data))
         else:
             sources.append(OracleSource(data))
     return data, sources

@@ -11,7 +11,8 @@ so a 1000-pair benchmark computes every (object, view) map once while it is bein
   canonical frame, conditioned on ``src_view`` (3D tasks).
 
 Implementations: :class:`OracleSource` (features built from the annotations, or from functions
-given to it: tests and sanity checks), :class:`TeacherSource` (the teacher's 2D maps, the paper's
+given to it: tests and sanity checks), :class:`ChanceSource` (random features: the chance level),
+:class:`TeacherSource` (the teacher's 2D maps, the paper's
 2D baseline) and :class:`NeRFSource` (a trained FeatureNeRF through
 ``featurenerf_ns.model.api.TrainedFeatureNeRF``). Features need not be normalised: the matching
 L2-normalises them.
@@ -236,6 +237,37 @@ class OracleSource(FeatureSource):
         if not feats:
             raise DataError(self.data.layout.part_3d(obj_id), "oracle 3D features need part_3d or kp_3d annotations")
         return torch.cat(feats, dim=1)
+
+
+# ---------------------------------------------------------------------- chance
+class ChanceSource(FeatureSource):
+    """Random features (a fixed seed per view and per point set): nearest-neighbour matching on them picks a
+    uniformly random candidate, so every task scores what chance scores. The floor a method must clear."""
+
+    name = "chance"
+    supports_3d = True
+
+    def __init__(self, data: CategoryData, dim: int = 64, seed: int = 0, cache_bytes: int = DEFAULT_CACHE_BYTES):
+        super().__init__(cache_bytes)
+        self.data = data
+        self.dim = dim
+        self.seed = seed
+
+    def _random(self, rows: int, *key) -> Tensor:
+        digest = hashlib.blake2b(repr((self.seed, *key)).encode(), digest_size=8).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+        return torch.randn(rows, self.dim, generator=g)
+
+    def _compute_feature_map(self, obj_id: str, view: int) -> Tensor:
+        h, w = self.data.image_size
+        return self._random(h * w, "map", obj_id, view).view(h, w, self.dim)
+
+    def _compute_novel_view_map(self, obj_id: str, src_view: int, trg_view: int) -> Tensor:
+        h, w = self.data.image_size
+        return self._random(h * w, "nv", obj_id, src_view, trg_view).view(h, w, self.dim)
+
+    def _compute_point_features(self, obj_id: str, src_view: int, points: Tensor) -> Tensor:
+        return self._random(points.shape[0], "pts", obj_id, src_view, _points_key(points))
 
 
 # ---------------------------------------------------------------------- teacher

@@ -31,13 +31,30 @@ def test_channels_and_size_as_configured(tiny_sd_folder):
     assert teacher.prompt == "chair"
 
 
-def test_sd15_default_is_960_channels():
-    """On SD 1.5's U-Net config (block_out_channels 320, 640, 1280, 1280; not downloadable here) -> 960."""
+def test_sd15_default_is_960_channels(tiny_sd_folder):
+    """The default teacher on Stable Diffusion 1.5's architecture (U-Net block_out_channels 320, 640, 1280, 1280,
+    cross-attention 768; VAE 128..512, 8x downsampling; not downloadable here) returns the paper's 960 x 128 x 128
+    maps: the real teacher runs on SD 1.5-shaped networks built on the meta device (shapes, no weights)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    block_out = (320, 640, 1280, 1280)
-    up_out = list(reversed(block_out))  # up block i outputs reversed(block_out_channels)[i]
-    assert sum(up_out[i] for i in DiffusionTeacherConfig().up_blocks) == 960
-    assert DiffusionTeacherConfig().feature_size == 128
+    teacher = DiffusionTeacherConfig(model=str(tiny_sd_folder)).setup(category="chair")
+    with torch.device("meta"):
+        teacher.unet = UNet2DConditionModel(
+            block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8, sample_size=64
+        )
+        teacher.vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=512,
+        )
+    teacher._prompt_emb = torch.zeros(1, 77, 768, device="meta")
+    size = teacher.config.input_size
+    feats = teacher.features(torch.zeros(2, 3, size, size, device="meta"))
+    assert teacher.dim == 960
+    assert tuple(feats.shape) == (2, 960, 128, 128) == (2, teacher.dim, *(teacher.config.feature_size,) * 2)
 
 
 def test_deterministic_and_independent_of_batching(tiny_sd_folder):
