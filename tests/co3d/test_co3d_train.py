@@ -29,6 +29,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 
 CO3D_ARGS = ["featurenerf-co3d", "--cache-dir", "cache", "--resolution", "32", "--progress", "False"]
+STEPS = 500
+"""Enough to beat the trivial predictors on the held-out sequence (measured: 16.6 dB vs 14.2 background and 15.1
+mean colour; 300 steps: 16.0 dB)."""
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,9 @@ def trained(tmp_path_factory):
     mesh_category(root / "co3d", "chair", num_sequences=5, num_frames=4)
     run(
         [BIN / "ns-train", "featurenerf-tiny", "--data", "co3d/chair", "--output-dir", "outputs", "--timestamp", "run",
-         "--max-num-iterations", "10", *CO3D_ARGS],
+         "--max-num-iterations", STEPS, "--steps-per-save", STEPS, "--pipeline.datamanager.bbox-sampling-steps", STEPS,
+         "--pipeline.datamanager.eval-num-triples", "6",
+         "--optimizers.field.optimizer.lr", "3e-3", "--optimizers.encoder.optimizer.lr", "3e-3", *CO3D_ARGS],
         cwd=root,
     )  # fmt: skip
     config = root / "outputs" / "chair" / "featurenerf-tiny" / "run" / "config.yml"
@@ -47,25 +52,29 @@ def trained(tmp_path_factory):
 
 def test_training_writes_checkpoint_and_cache(trained):
     root, config = trained
-    assert (config.parent / "nerfstudio_models" / "step-000000009.ckpt").is_file()
+    assert (config.parent / "nerfstudio_models" / f"step-{STEPS - 1:09d}.ckpt").is_file()
     (cache,) = [p for p in (root / "cache").iterdir() if p.is_dir()]
     info = json.loads((cache / "co3d_cache.json").read_text())
     assert info["sequences"] == {"train": 3, "val": 1, "test": 1} and info["frames"] == 20
     assert len(list((cache / "img" / "chair").glob("*/*.png"))) == 20
 
 
-def test_ns_eval_and_public_api(trained):
+def test_ns_eval_beats_trivial_predictors_and_public_api(trained):
     from featurenerf_ns.model.api import TrainedFeatureNeRF
+    from featurenerf_ns.model.trivial import trivial_psnrs
 
     root, config = trained
     run([BIN / "ns-eval", "--load-config", config, "--output-path", root / "eval.json"], cwd=root)
-    assert 3.0 < json.loads((root / "eval.json").read_text())["results"]["psnr"] < 60.0
+    psnr = json.loads((root / "eval.json").read_text())["results"]["psnr"]
     cwd = os.getcwd()
     os.chdir(root)  # the cache dir was given relative to the training run's folder
     try:
         tf = TrainedFeatureNeRF.load(config, device="cpu")
     finally:
         os.chdir(cwd)
+    trivial = trivial_psnrs(tf.datamanager)
+    print(f"held-out PSNR {psnr:.2f}, trivial {trivial}")
+    assert psnr > max(trivial.values()) + 0.75
     meta = tf.datamanager.train_dataparser_outputs.metadata
     assert meta["dataset"] == "co3d" and tf.category == tf.synset == "chair"
     # every render's camera is at 1.3 from the chair's centre, so the normalised cameras are too and near/far

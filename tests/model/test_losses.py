@@ -84,17 +84,25 @@ def test_nerf_feature_baseline_has_no_distillation():
     assert cfg.pipeline.model.lambda_distill == 0 and cfg.pipeline.model.lambda_coord == 0
 
 
-def test_single_object_overfitting_drives_psnr_up(tmp_path):
+SEED = 0
+"""A fixed initialisation: on this dark object over black, some initialisations of so small a network settle on an
+empty field within 150 steps (the authors' ReLU density stops receiving gradient; measured: 2 of seeds 0-3 at any
+lr in 5e-4..2e-3), so the seed is pinned rather than left to the suite's order."""
+
+
+def test_single_object_overfitting_raises_psnr_and_lowers_every_loss(tmp_path):
     generate_category(
         tmp_path, "chair", num_objects=3, num_views=6, image_size=32, num_pairs=2, workers=0, progress=False
     )
     cfg = _tiny().pipeline
     cfg.datamanager.dataparser.data = tmp_path / "chair"
     cfg.datamanager.dataparser.max_objects = 1
-    cfg.datamanager.bbox_sampling_steps = 0
+    # Rays inside the object's box throughout: drawn over the whole image, one object's rays are mostly background
+    # and a short run may settle on an empty field.
+    cfg.datamanager.bbox_sampling_steps = 1000
     cfg.datamanager.rays_per_object = 128
     cfg.model.field.hidden_dim = 64
-    torch.manual_seed(0)
+    torch.manual_seed(SEED)
     pipe = cfg.setup(device="cpu", test_mode="val")
     opt = torch.optim.Adam(pipe.parameters(), lr=2e-3)
     dm = pipe.datamanager
@@ -112,12 +120,27 @@ def test_single_object_overfitting_drives_psnr_up(tmp_path):
         fg = views.rgba[1, ..., 3] > 0
         return float(-10 * torch.log10(((rgb - views.rgba[1, ..., :3])[fg] ** 2).mean()))
 
-    before = psnr()
+    # A fixed batch from the training distribution (rays, teacher rows) scores every loss term before and after.
+    fixed_rays, fixed_batch = dm.next_train(0)
+
+    def fixed_losses() -> dict[str, float]:
+        # Training mode (all terms), the same stratified jitter each time.
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(0)
+            outputs = pipe.model(fixed_rays, pipe._encode(fixed_batch))
+            losses = pipe.model.get_loss_dict(outputs, fixed_batch, pipe.model.get_metrics_dict(outputs, fixed_batch))
+        return {k: float(v) for k, v in losses.items()}
+
+    before, losses_before = psnr(), fixed_losses()
     for step in range(150):
         _, losses, _ = pipe.get_train_loss_dict(step)
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
-    after = psnr()
-    print(f"foreground PSNR before {before:.2f} dB, after {after:.2f} dB")
+    after, losses_after = psnr(), fixed_losses()
+    print(f"foreground PSNR before {before:.2f} dB, after {after:.2f} dB; losses {losses_before} -> {losses_after}")
+    # Distillation and coordinate regression learn too, not only colour.
+    assert set(losses_before) == {"rgb_loss", "distill_loss", "coord_loss"}
+    for k in losses_before:
+        assert losses_after[k] < 0.7 * losses_before[k], k
     assert after > before + 3.0, (before, after)

@@ -2,7 +2,6 @@ import json
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from rich.console import Console
 
 from featurenerf_ns.transfer.cli import EvalConfig, run
 from featurenerf_ns.transfer.data import CategoryData
-from featurenerf_ns.transfer.sources import NeRFSource, OracleSource
+from featurenerf_ns.transfer.sources import NeRFSource
 
 
 def _check_png(path: Path) -> None:
@@ -74,83 +73,66 @@ def test_3d_skips_the_teacher_and_needs_a_3d_method(toy_root, tmp_path):
     _check_png(paths["qualitative"])
 
 
-class FakeTrainedFeatureNeRF:
-    """Implements the model API NeRFSource programs against, with oracle features inside."""
-
-    calls: list = []
-
-    def __init__(self, data_root: Path, scale: float = 1.0):
-        self.data_root = Path(data_root)
-        self.synset = "03001627"
-        self.category = "chair"
-        self.image_size = (48, 48)
-        self._oracle = OracleSource(CategoryData(self.data_root, "chair"))
-        self.scale = scale
-
-    @classmethod
-    def load(cls, config_path: Path, device=None):
-        return cls(Path(config_path).read_text().strip(), scale=2.0 if "b" in Path(config_path).stem else 1.0)
-
-    def encode(self, split, obj_id, views):
-        FakeTrainedFeatureNeRF.calls.append(("encode", split, obj_id, tuple(views)))
-        return {"obj_id": obj_id, "view": views[0]}
-
-    def render(self, cond, split, obj_id, view, outputs=("v_nerf",)):
-        FakeTrainedFeatureNeRF.calls.append(("render", cond["view"], obj_id, view, tuple(outputs)))
-        feat = self._oracle.feature_map(obj_id, view)
-        out = {"v_nerf": feat * self.scale, "feature": feat[..., :4], "rgb": torch.zeros(48, 48, 3)}
-        return {k: out[k] for k in outputs}
-
-    def query(self, cond, points):
-        assert points.dtype == torch.float32 and points.shape[1] == 3
-        feat = self._oracle.point_features(cond["obj_id"], cond["view"], points)
-        return {"density": torch.ones(len(points), 1), "v_nerf": feat, "feature": feat[:, :4]}
-
-
 @pytest.fixture()
-def fake_api(monkeypatch, toy_root, tmp_path):
-    module = types.ModuleType("featurenerf_ns.model.api")
-    module.TrainedFeatureNeRF = FakeTrainedFeatureNeRF
-    monkeypatch.setitem(sys.modules, "featurenerf_ns.model.api", module)
-    configs = []
-    for name in ("a", "b"):
-        p = tmp_path / "runs" / name / "config.yml"
-        p.parent.mkdir(parents=True)
-        p.write_text(str(toy_root / "data"))
-        configs.append(p)
-    FakeTrainedFeatureNeRF.calls = []
-    return configs
+def api_calls(monkeypatch):
+    """Records what featurenerf-eval asks of the real model API: (encode, obj, views) and (render, obj, the
+    conditioning's views, the rendered view, outputs)."""
+    from featurenerf_ns.model.api import TrainedFeatureNeRF
+
+    calls, views_of = [], {}
+    encode, render = TrainedFeatureNeRF.encode, TrainedFeatureNeRF.render
+
+    def spy_encode(self, split, obj_id, views):
+        cond = encode(self, split, obj_id, views)
+        views_of[id(cond)] = tuple(views)
+        calls.append(("encode", obj_id, tuple(views)))
+        return cond
+
+    def spy_render(self, cond, split, obj_id, view, outputs=("v_nerf",)):
+        calls.append(("render", obj_id, views_of[id(cond)], view, tuple(outputs)))
+        return render(self, cond, split, obj_id, view, outputs=outputs)
+
+    monkeypatch.setattr(TrainedFeatureNeRF, "encode", spy_encode)
+    monkeypatch.setattr(TrainedFeatureNeRF, "render", spy_render)
+    return calls
 
 
-def test_models_through_the_api_contract(fake_api, tmp_path):
-    a, b = fake_api
+@pytest.mark.slow
+def test_models_through_the_api(trained_tiny, api_calls, tmp_path):
+    """A real tiny model and a comparison run: novel views are conditioned on the source view only, and a model
+    scored twice scores the same."""
+    config = trained_tiny.config
     cfg = EvalConfig(
-        task="keypoints", setting="novel-view", load_config=a, compare_configs=(b,), baselines=("teacher",),
-        output_dir=tmp_path / "out", method_names=("model-a",),
+        task="keypoints", setting="novel-view", load_config=config, compare_configs=(config,), baselines=("teacher",),
+        output_dir=tmp_path / "out", method_names=("model-a", "model-b"), num_pairs=3, num_vis=0,
     )  # fmt: skip
     paths = run(cfg, Console(width=200))
     result = json.loads(paths["json"].read_text())
-    names = list(result["methods"])
-    assert names[0] == "model-a" and names[1].endswith("runs/b (v_nerf)") and names[2] == "teacher"
-    assert result["methods"]["model-a"]["mean"]["pck"]["3.75"] == 1.0
-    renders = [c for c in FakeTrainedFeatureNeRF.calls if c[0] == "render"]
-    # novel view: conditioned on the source view, rendered at the target view
-    pairs = json.loads((Path(fake_api[0].read_text()) / "splits" / "03001627.json").read_text())["cross_view_pairs"]
-    p0 = pairs[0]
-    assert ("render", p0["src_view"], p0["model_id"], p0["trg_view"], ("v_nerf",)) in renders
-    assert ("render", p0["src_view"], p0["model_id"], p0["src_view"], ("v_nerf",)) in renders
+    assert list(result["methods"]) == ["model-a", "model-b", "teacher"]
+    a, b = (result["methods"][m]["mean"] for m in ("model-a", "model-b"))
+    assert a["pck"] == b["pck"] and a["num_pairs"] == b["num_pairs"] == 3
+    pairs = json.loads((trained_tiny.data.parent / "splits" / "03001627.json").read_text())["cross_view_pairs"]
+    renders = [c for c in api_calls if c[0] == "render"]
+    for p in pairs[:3]:  # conditioned on the source view, rendered at the source and at the target view
+        assert ("render", p["model_id"], (p["src_view"],), p["trg_view"], ("v_nerf",)) in renders
+        assert ("render", p["model_id"], (p["src_view"],), p["src_view"], ("v_nerf",)) in renders
+    assert all(len(c[2]) == 1 for c in renders)  # one source view each
 
 
-def test_nerf_source_3d_and_distilled_feature(fake_api, toy_data):
-    src = NeRFSource.from_config(fake_api[0], feature="feature")
+@pytest.mark.slow
+def test_nerf_source_3d_and_distilled_feature(trained_tiny, api_calls):
+    src = NeRFSource.from_config(trained_tiny.config, feature="feature")
     assert src.name == "featurenerf (feature)"
-    fmap = src.feature_map(toy_data.objects()[0], 1)
-    assert fmap.shape == (48, 48, 4)
-    pts = torch.from_numpy(toy_data.kp_3d(toy_data.objects()[0])[0][:, :3]).float()
-    assert src.point_features(toy_data.objects()[0], 0, pts).shape == (len(pts), 4)
-    src.point_features(toy_data.objects()[0], 0, pts.clone())  # cached by value
-    encodes = [c for c in FakeTrainedFeatureNeRF.calls if c[0] == "encode"]
-    assert len(encodes) == 2
+    data = CategoryData(trained_tiny.data.parent, "chair")
+    obj = data.objects("test")[0]
+    dim = src.model.model.feature_dim
+    fmap = src.feature_map(obj, 1)
+    assert fmap.shape == (32, 32, dim) and dim > 0
+    pts = torch.from_numpy(data.kp_3d(obj)[0][:, :3]).float()
+    feats = src.point_features(obj, 0, pts)
+    assert feats.shape == (len(pts), dim)
+    assert torch.equal(src.point_features(obj, 0, pts.clone()), feats)  # cached by value
+    assert len([c for c in api_calls if c[0] == "encode"]) == 2  # views 1 and 0, each once
     with pytest.raises(ValueError):
         NeRFSource(src.model, feature="rgb")
 

@@ -1,12 +1,9 @@
-"""featurenerf-eval on a real (tiny, briefly trained) FeatureNeRF through the public model API."""
+"""featurenerf-eval on a real (tiny, trained) FeatureNeRF through the public model API: on every task the model must
+sit clearly above chance and not above the oracle."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -14,39 +11,42 @@ from rich.console import Console
 from featurenerf_ns.transfer.cli import EvalConfig, run
 
 pytestmark = pytest.mark.slow
-generate = pytest.importorskip("featurenerf_ns.synthetic.generate")
-pytest.importorskip("featurenerf_ns.model.api")
+
+NUM_PAIRS = 10
+MARGIN = 0.2
+"""Over chance, in PCK at the largest threshold or in mIoU. Measured on the session's model with 10 random pairs:
+2D keypoints 0.94 vs 0.13 (cross-instance) and 0.56 vs 0.06 (novel view); 3D keypoints 0.98 vs 0.0; 2D parts
+0.76 vs 0.20 and 0.53 vs 0.20; 3D parts 0.77 vs 0.20."""
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("transfer_e2e")
-    generate.generate_category(
-        root / "data", "chair", num_objects=10, num_views=4, image_size=32, num_pairs=3, workers=0, progress=False
-    )
-    cmd = [str(Path(sys.executable).parent / "ns-train"), "featurenerf-tiny", "--data", str(root / "data" / "chair"),
-           "--output-dir", str(root / "outputs"), "--timestamp", "run"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root, root / "outputs" / "chair" / "featurenerf-tiny" / "run" / "config.yml"
+def _score(mean: dict) -> float:
+    if "miou" in mean:
+        return mean["miou"]
+    return mean["pck"][max(mean["pck"], key=float)]
 
 
-@pytest.mark.parametrize("task, space", [("keypoints", "2d"), ("parts", "3d")])
-def test_trained_model_against_baselines(trained, task, space):
-    root, config = trained
-    cfg = EvalConfig(task=task, space=space, load_config=config, baselines=("teacher", "oracle"),
-                     output_dir=root / "eval", num_vis=2)  # fmt: skip
+@pytest.mark.parametrize(
+    "task, space, setting",
+    [
+        ("keypoints", "2d", "cross-instance"),
+        ("parts", "2d", "cross-instance"),
+        ("keypoints", "3d", "cross-instance"),
+        ("parts", "3d", "cross-instance"),
+        ("keypoints", "2d", "novel-view"),
+        ("parts", "2d", "novel-view"),
+    ],
+)
+def test_trained_model_between_chance_and_oracle(trained_tiny, tmp_path, task, space, setting):
+    baselines = ("chance", "oracle") + (("teacher",) if space == "2d" else ())
+    cfg = EvalConfig(task=task, space=space, setting=setting, load_config=trained_tiny.config, baselines=baselines,
+                     output_dir=tmp_path, pairs="random", num_pairs=NUM_PAIRS, num_vis=2)  # fmt: skip
     paths = run(cfg, Console(width=200))
     result = json.loads(paths["json"].read_text())
-    assert result["image_size"] == [32, 32] and result["num_pairs"] == 3
-    model = result["methods"]["featurenerf-tiny/run (v_nerf)"]["mean"]
-    oracle = result["methods"]["oracle"]["mean"]
-    if task == "keypoints":
-        assert list(result["methods"]) == ["featurenerf-tiny/run (v_nerf)", "teacher", "oracle"]
-        assert all(0.0 <= v <= 1.0 for v in model["pck"].values())
-        assert oracle["pck"]["2.5"] == 1.0  # 10 px at 128 = 2.5 px at 32
-    else:
-        assert "teacher" in result["skipped_methods"]
-        assert 0.0 <= model["miou"] <= 1.0 and oracle["miou"] > 0.95
-    assert paths["qualitative"].is_file() and paths["curve"].is_file()
+    assert result["image_size"] == [32, 32] and result["num_pairs"] == NUM_PAIRS
+    model_name = "featurenerf-tiny/run (v_nerf)"
+    assert list(result["methods"]) == [model_name, *baselines]
+    model, chance, oracle = (_score(result["methods"][m]["mean"]) for m in (model_name, "chance", "oracle"))
+    print(f"{task} {space} {setting}: model {model:.3f}, chance {chance:.3f}, oracle {oracle:.3f}")
+    assert oracle >= 0.95  # the protocol can be solved: the annotations transfer onto themselves
+    assert chance + MARGIN < model <= oracle
+    assert paths["qualitative"].is_file()
