@@ -673,7 +673,8 @@ class FeatureNeRFViewerPanel(nn.Module):
                 return
             self._set_query(point)
             self._status(f"Similarity point at ({', '.join(f'{x:.2f}' for x in point.tolist())}).")
-        self._viewer._trigger_rerender()
+        if self._viewer is not None:
+            self._viewer._trigger_rerender()
 
     def _on_connect(self, client) -> None:
         # viser knows a client's camera only after its first camera message; move it then, once.
