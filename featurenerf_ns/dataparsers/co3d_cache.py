@@ -35,7 +35,6 @@ last: the cache's completion marker).
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
@@ -54,7 +53,7 @@ from featurenerf_ns.dataparsers.co3d_format import (
     read_set_list,
 )
 from featurenerf_ns.layout import CategoryLayout
-from featurenerf_ns.utils.io import DataError, atomic_path, read_json, write_json
+from featurenerf_ns.utils.io import DataError, atomic_path, exclusive_lock, read_json, write_json
 
 CACHE_VERSION = 1
 """Bumped whenever preprocessing changes what it writes."""
@@ -357,16 +356,12 @@ def ensure_co3d_cache(
         if info.get("fingerprint") == fp:
             return Co3dCache(root, category, float(info["near"]), float(info["far"]), info)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        # ns-train and a concurrent featurenerf-eval must not preprocess the same category twice.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if info_path.is_file() and read_json(info_path).get("fingerprint") == fp:
-                info = read_json(info_path)
-            else:
-                info = _build(data, settings, fp, root, progress)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    # ns-train and a concurrent featurenerf-eval must not preprocess the same category twice.
+    with exclusive_lock(root / ".lock"):
+        if info_path.is_file() and read_json(info_path).get("fingerprint") == fp:
+            info = read_json(info_path)
+        else:
+            info = _build(data, settings, fp, root, progress)
     return Co3dCache(root, category, float(info["near"]), float(info["far"]), info)
 
 

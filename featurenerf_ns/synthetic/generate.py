@@ -15,7 +15,6 @@ Output bytes depend only on the settings (not on the number of worker processes)
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -35,7 +34,7 @@ from featurenerf_ns.synthetic.meshio import write_labeled_ply, write_npz_determi
 from featurenerf_ns.synthetic.render import CAMERA_ANGLE_X, ObjectRenderer, project_points, sample_poses
 from featurenerf_ns.synthetic.shapes import make_object
 from featurenerf_ns.synthetic.teacher import SyntheticTeacher
-from featurenerf_ns.utils.io import DataError, atomic_path, read_json, write_json
+from featurenerf_ns.utils.io import DataError, atomic_path, exclusive_lock, read_json, write_json
 
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 """Train / val / test fractions of the objects."""
@@ -334,18 +333,14 @@ def ensure_default_category(
     if layout.split_file().is_file():
         return root
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{cat.synset}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not layout.split_file().is_file():
-                print(
-                    f"featurenerf_ns: generating the synthetic '{cat.name}' category ({num_objects} objects x 50 "
-                    f"views, one time) under {root}",
-                    flush=True,
-                )
-                generate_category(root, cat.name, num_objects=num_objects)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(root / f".{cat.synset}.lock"):
+        if not layout.split_file().is_file():
+            print(
+                f"featurenerf_ns: generating the synthetic '{cat.name}' category ({num_objects} objects x 50 "
+                f"views, one time) under {root}",
+                flush=True,
+            )
+            generate_category(root, cat.name, num_objects=num_objects)
     return root
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 
 class UserError(ValueError):
@@ -29,6 +30,15 @@ class DataError(UserError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: os.PathLike | str) -> Iterator[None]:
+    """Hold an inter-process lock on ``path`` (created if needed) for the ``with`` block: concurrent commands wait
+    for one another instead of building the same files twice. Portable (``filelock``: ``fcntl`` on POSIX,
+    ``msvcrt`` on Windows, chosen when locking, not at import)."""
+    with FileLock(str(path)):
+        yield
 
 
 @contextlib.contextmanager
