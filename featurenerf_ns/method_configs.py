@@ -9,6 +9,7 @@ seconds-long smoke test. Method names are stable API: ``ns-eval`` finds a run's 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataPar
 from featurenerf_ns.model.encoder import SpatialEncoderConfig
 from featurenerf_ns.model.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.model.field import FeatureNeRFFieldConfig
-from featurenerf_ns.model.pipeline import FeatureNeRFPipelineConfig
+from featurenerf_ns.model.pipeline import FeatureNeRFPipelineConfig, require_device
 from featurenerf_ns.utils.io import UserError
 
 
@@ -32,14 +33,36 @@ from featurenerf_ns.utils.io import UserError
 class FeatureNeRFTrainerConfig(TrainerConfig):
     """nerfstudio's trainer configuration, naming runs after the category (outputs/<category>/<method>/...)."""
 
-    def setup(self, **kwargs):
-        """The trainer; first, a run that starts from scratch must have the encoder weights it asks for."""
+    def check_encoder_weights(self) -> None:
+        """A run that starts from scratch must have the encoder weights it asks for (one-line :class:`UserError`)."""
         if self.load_dir is None and self.load_checkpoint is None:
-            encoder = self.pipeline.model.encoder
-            problem = encoder.missing_weights()
+            problem = self.pipeline.model.encoder.missing_weights()
             if problem is not None:
                 raise UserError(problem)
-            if encoder.weights == "imagenet-if-available" and not encoder.weights_file().is_file():
+
+    def preflight(self) -> None:
+        """What a run needs before anything is written: the device, the encoder weights, and data that parse. Each
+        failure is one line (a :class:`UserError`)."""
+        require_device(self.machine.device_type)
+        self.check_encoder_weights()
+        parser = copy.deepcopy(self.pipeline.datamanager.dataparser)
+        if self.pipeline.datamanager.data is not None:
+            parser.data = Path(self.pipeline.datamanager.data)
+        parser.setup().get_dataparser_outputs(split="train")
+
+    def save_config(self) -> None:
+        """``ns-train`` writes the run folder here, before training starts: check first, so that a start that
+        fails leaves no empty run behind."""
+        self.preflight()
+        super().save_config()
+
+    def setup(self, **kwargs):
+        """The trainer (``ns-train`` ran :meth:`preflight` before writing the run; the device and the data are
+        checked again where they are used)."""
+        self.check_encoder_weights()
+        encoder = self.pipeline.model.encoder
+        if self.load_dir is None and self.load_checkpoint is None and encoder.weights == "imagenet-if-available":
+            if not encoder.weights_file().is_file():
                 CONSOLE.print(
                     f"[yellow]Encoder: ImageNet weights not found at {encoder.weights_file()}; training it from random "
                     "initialisation (pass --pipeline.model.encoder.weights PATH to start from them)."

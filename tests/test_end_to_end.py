@@ -154,3 +154,16 @@ def test_ns_train_on_cuda_without_a_gpu_is_one_clear_line(trained):
     assert "error: cuda is not available on this machine" in proc.stderr
     assert "--machine.device-type cpu" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (root / "cuda-run").exists()  # a start that fails writes nothing
+
+
+def test_ns_train_without_the_data_is_one_line_and_writes_nothing(trained):
+    root, _ = trained
+    out = root / "no-data-run"
+    data = root / "shapenet" / "chair"
+    cmd = [str(BIN / "ns-train"), "featurenerf-tiny", "--data", str(data), "--output-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {root / 'shapenet'}: data root not found") and "--data synthetic/chair" in line
+    assert not out.exists()

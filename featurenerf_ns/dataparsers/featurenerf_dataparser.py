@@ -108,7 +108,13 @@ class FeatureNeRFDataParser(CategoryDataParser):
             CONSOLE.print(f"Using the embedded synthetic '{category.name}' data in {root}")
             split_file = self._find_split_file(root, category.synset)
         if not root.is_dir():
-            raise DataError(root, "data root not found")
+            raise DataError(
+                root,
+                f"data root not found: --data {data} must be <root>/<category> with <root>/img/{category.synset}/, "
+                f"<root>/camera/{category.synset}/ and <root>/splits/{category.synset}.json (the authors' processed "
+                f"ShapeNet data, github.com/jianglongye/featurenerf); --data synthetic/{category.name} trains on the "
+                "embedded synthetic category",
+            )
         if split_file is None:
             layout = CategoryLayout(root, category.synset)
             raise DataError(

@@ -38,21 +38,24 @@ class FeatureNeRFPipelineConfig(VanillaPipelineConfig):
     """FeatureNeRF model."""
 
 
+def require_device(device: str | torch.device) -> None:
+    """Raise a one-line :class:`UserError` when ``device`` is CUDA or MPS and this machine has none (without this, a
+    CPU-only machine fails deep inside torch's CUDA initialisation)."""
+    kind = torch.device(device).type
+    if (kind == "cuda" and not torch.cuda.is_available()) or (kind == "mps" and not torch.backends.mps.is_available()):
+        raise UserError(
+            f"{kind} is not available on this machine: train on the CPU with --machine.device-type cpu "
+            "(the featurenerf-cpu preset does)"
+        )
+
+
 class FeatureNeRFPipeline(VanillaPipeline):
     """Encodes each batch's source views, then renders its rays."""
 
     config: FeatureNeRFPipelineConfig
 
     def __init__(self, config: FeatureNeRFPipelineConfig, device: str | torch.device, *args, **kwargs):
-        kind = torch.device(device).type
-        # Without this, a CPU-only machine fails deep inside torch's CUDA initialisation.
-        if (kind == "cuda" and not torch.cuda.is_available()) or (
-            kind == "mps" and not torch.backends.mps.is_available()
-        ):
-            raise UserError(
-                f"{kind} is not available on this machine: train on the CPU with --machine.device-type cpu "
-                "(the featurenerf-cpu preset does)"
-            )
+        require_device(device)
         super().__init__(config, device, *args, **kwargs)
         self._check_teacher_fits()
         from featurenerf_ns.viewer.panel import make_panel

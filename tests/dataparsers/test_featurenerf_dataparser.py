@@ -149,6 +149,13 @@ def expect_error(path: Path, data: Path, split: str = "train", **kw) -> DataErro
     return info.value
 
 
+def test_missing_data_root_says_what_it_must_hold(tmp_path: Path):
+    """The first thing a new user meets (ns-train featurenerf --data shapenet/chair without that folder)."""
+    err = expect_error(tmp_path / "shapenet", tmp_path / "shapenet" / "chair")
+    for hint in (f"img/{SYNSET}/", f"camera/{SYNSET}/", f"splits/{SYNSET}.json", "--data synthetic/chair"):
+        assert hint in str(err), hint
+
+
 def test_missing_camera_json(authors_root: Path):
     cam = authors_root / "camera" / SYNSET / "obj_b.json"
     cam.unlink()
