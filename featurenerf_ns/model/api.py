@@ -32,6 +32,7 @@ from featurenerf_ns.model.featurenerf import FeatureNeRFModel
 from featurenerf_ns.model.field import Conditioning
 from featurenerf_ns.model.rendering import SampleDepths
 from featurenerf_ns.utils.cameras import cameras_from_fov, intrinsics_of
+from featurenerf_ns.utils.io import DataError
 
 
 class TrainedFeatureNeRF:
@@ -56,7 +57,13 @@ class TrainedFeatureNeRF:
                 config.machine.device_type = torch.device(device).type
             return config
 
-        _, pipeline, _, _ = eval_setup(Path(config_path), test_mode="test", update_config_callback=update)
+        config_path = Path(config_path)
+        if not config_path.is_file():
+            problem = "is a directory" if config_path.is_dir() else "not found"
+            raise DataError(
+                config_path, f"{problem}: give the config.yml of an ns-train run (outputs/<category>/<method>/<time>/)"
+            )
+        _, pipeline, _, _ = eval_setup(config_path, test_mode="test", update_config_callback=update)
         return cls(pipeline.model, pipeline.datamanager)  # type: ignore[arg-type]
 
     @property

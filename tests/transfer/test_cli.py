@@ -154,3 +154,14 @@ def test_console_script(toy_root, tmp_path):
     bad = subprocess.run([str(exe), "parts", "--data", str(tmp_path / "nowhere" / "chair")], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "nowhere" in bad.stderr
+
+
+def test_missing_model_config_is_one_line(tmp_path):
+    exe = Path(sys.executable).parent / "featurenerf-eval"
+    for target, problem in ((tmp_path / "missing" / "config.yml", "not found"), (tmp_path, "is a directory")):
+        proc = subprocess.run([str(exe), "parts", "--load-config", str(target)], capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: {target}: {problem}: give the config.yml of an ns-train run (outputs/<category>/<method>/<time>/)"
+        )
