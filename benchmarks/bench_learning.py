@@ -30,6 +30,7 @@ from rich.console import Console
 from featurenerf_ns.model.api import TrainedFeatureNeRF
 from featurenerf_ns.model.trivial import trivial_psnrs
 from featurenerf_ns.transfer.cli import EvalConfig, run
+from featurenerf_ns.transfer.report import headline_score
 
 BIN = Path(sys.executable).parent
 TASKS = (
@@ -81,8 +82,7 @@ def transfer_rows(config: Path, out: Path, num_pairs: int) -> dict[str, dict[str
         result = json.loads(run(cfg, Console(quiet=True))["json"].read_text())
         rows[label] = {}
         for name, method in result["methods"].items():
-            mean = method["mean"]
-            rows[label][name] = mean["miou"] if "miou" in mean else mean["pck"][max(mean["pck"], key=float)]
+            rows[label][name] = headline_score(method["mean"])
     return rows
 
 

@@ -26,6 +26,13 @@ from featurenerf_ns.transfer.evaluate import MethodResult, PairResult, TaskSpec 
 from featurenerf_ns.utils.io import atomic_path, write_json  # noqa: E402
 
 
+def headline_score(mean: dict) -> float:
+    """One number for a method's ``mean`` entry in a result JSON: mIoU (parts) or PCK at the largest threshold."""
+    if "miou" in mean:
+        return mean["miou"]
+    return mean["pck"][max(mean["pck"], key=float)]
+
+
 def _fmt(v: float | None, pct: bool = True) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"

@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from featurenerf_ns.transfer.cli import EvalConfig, run
+from featurenerf_ns.transfer.report import headline_score
 
 pytestmark = pytest.mark.slow
 
@@ -17,12 +18,6 @@ MARGIN = 0.2
 """Over chance, in PCK at the largest threshold or in mIoU. Measured on the session's model with 10 random pairs:
 2D keypoints 0.94 vs 0.13 (cross-instance) and 0.56 vs 0.06 (novel view); 3D keypoints 0.98 vs 0.0; 2D parts
 0.76 vs 0.20 and 0.53 vs 0.20; 3D parts 0.77 vs 0.20."""
-
-
-def _score(mean: dict) -> float:
-    if "miou" in mean:
-        return mean["miou"]
-    return mean["pck"][max(mean["pck"], key=float)]
 
 
 @pytest.mark.parametrize(
@@ -45,7 +40,7 @@ def test_trained_model_between_chance_and_oracle(trained_tiny, tmp_path, task, s
     assert result["image_size"] == [32, 32] and result["num_pairs"] == NUM_PAIRS
     model_name = "featurenerf-tiny/run (v_nerf)"
     assert list(result["methods"]) == [model_name, *baselines]
-    model, chance, oracle = (_score(result["methods"][m]["mean"]) for m in (model_name, "chance", "oracle"))
+    model, chance, oracle = (headline_score(result["methods"][m]["mean"]) for m in (model_name, "chance", "oracle"))
     print(f"{task} {space} {setting}: model {model:.3f}, chance {chance:.3f}, oracle {oracle:.3f}")
     assert oracle >= 0.95  # the protocol can be solved: the annotations transfer onto themselves
     assert chance + MARGIN < model <= oracle
