@@ -29,12 +29,16 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
 from featurenerf_ns.method_configs import _cpu, _paper
-from featurenerf_ns.utils.cameras import random_upper_hemisphere
+
+# The cameras/data are test fixtures: take them from this checkout's tests/ (another package may own `tests`).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.model.model_fixtures import random_cameras  # noqa: E402
 
 VARIANTS = {
     "authors": {"label": "authors' order, torch defaults", "onednn": False, "retain": False},
@@ -88,13 +92,6 @@ def mlp_flops_per_sample(model) -> float:
     mlp = model.field.mlp
     width, d_in, d_out = mlp.width, mlp.lin_in.in_features, mlp.lin_out.out_features
     return 2 * (d_in * width + len(mlp.blocks) * 2 * width * width + width * d_out)
-
-
-def random_cameras(n: int, size: int):
-    c2w = random_upper_hemisphere(n)
-    f = size / (2 * torch.tan(torch.tensor(0.6911 / 2)))
-    intr = torch.tensor([f, f, size / 2 + 0.5, size / 2 + 0.5]).expand(n, 4)
-    return c2w, intr
 
 
 def bench_mlp(model, repeats: int, n: int = 16384) -> dict:

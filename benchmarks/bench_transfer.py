@@ -1,6 +1,6 @@
 """Throughput of the transfer benchmarks (``featurenerf-eval``) at the paper's scale, without a model.
 
-Builds a toy category at 128 px (:mod:`featurenerf_ns.transfer.toy`, teacher with the DINO width
+Builds a toy category at 128 px (``tests/transfer/toy.py``, teacher with the DINO width
 384 at 32x32), draws 1000 random pairs like the split files have, and times a subset of them for
 each task with the data-side sources (teacher = the paper's 2D baseline, oracle = annotation
 features; a trained model adds its rendering time on top of these numbers). Printed side by side
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +29,10 @@ from featurenerf_ns.transfer.data import CategoryData, random_pairs
 from featurenerf_ns.transfer.evaluate import TaskSpec, evaluate_method
 from featurenerf_ns.transfer.matching import DEFAULT_MAX_CHUNK_ELEMENTS, nearest_neighbors
 from featurenerf_ns.transfer.sources import OracleSource, TeacherSource
-from featurenerf_ns.transfer.toy import build_toy_category
+
+# The cameras/data are test fixtures: take them from this checkout's tests/ (another package may own `tests`).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.transfer.toy import build_toy_category  # noqa: E402
 
 
 def time_matching(data: CategoryData, dim: int = 384, repeats: int = 5) -> None:

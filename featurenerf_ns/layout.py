@@ -22,10 +22,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+SPLITS = ("train", "val", "test")
+"""The object lists of a split file (and of CO3D's set lists); ``ns-eval`` and the viewer use ``test``."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+"""Image files of a render folder (matched case-insensitively); their sorted names are the view order."""
+ANNOTATION_SUFFIX = ".npz"
+"""Annotation files and the authors' teacher features."""
+MESH_SUFFIX = ".ply"
+"""Labelled meshes of generated data."""
 SYNTHETIC_TEACHER_FOLDER = "synth_feat_32"
 """Folder of the synthetic teacher's features (see :mod:`featurenerf_ns.synthetic.teacher`)."""
 DINO_TEACHER_FOLDER = "dino_feat_256"
 """Folder of the authors' DINO features."""
+DINOV2_TEACHER_FOLDER = "dinov2_feat_448"
+"""Folder of the DINOv2 teacher's features (``featurenerf-teacher dinov2``: ViT-S/14 at 448 px, 384 x 32 x 32)."""
 
 
 @dataclass(frozen=True)
@@ -42,22 +52,26 @@ class CategoryLayout:
         return self.root / "camera" / self.synset / f"{obj_id}.json"
 
     def kp_2d(self, obj_id: str) -> Path:
-        return self.root / "kp_2d_anno" / self.synset / f"{obj_id}.npz"
+        return self.root / "kp_2d_anno" / self.synset / f"{obj_id}{ANNOTATION_SUFFIX}"
 
     def kp_3d(self, obj_id: str) -> Path:
-        return self.root / "kp_3d_anno" / self.synset / f"{obj_id}.npz"
+        return self.root / "kp_3d_anno" / self.synset / f"{obj_id}{ANNOTATION_SUFFIX}"
 
     def part_2d(self, obj_id: str) -> Path:
-        return self.root / "part_2d_anno" / self.synset / f"{obj_id}.npz"
+        return self.root / "part_2d_anno" / self.synset / f"{obj_id}{ANNOTATION_SUFFIX}"
 
     def part_3d(self, obj_id: str) -> Path:
-        return self.root / "part_3d_anno" / self.synset / f"{obj_id}.npz"
+        return self.root / "part_3d_anno" / self.synset / f"{obj_id}{ANNOTATION_SUFFIX}"
 
     def teacher(self, folder: str, obj_id: str) -> Path:
-        return self.root / folder / self.synset / f"{obj_id}.npz"
+        return self.root / folder / self.synset / f"{obj_id}{ANNOTATION_SUFFIX}"
 
     def mesh(self, obj_id: str) -> Path:
-        return self.root / "mesh" / self.synset / f"{obj_id}.ply"
+        return self.root / "mesh" / self.synset / f"{obj_id}{MESH_SUFFIX}"
 
     def split_file(self) -> Path:
         return self.root / "splits" / f"{self.synset}.json"
+
+    def split_file_candidates(self) -> tuple[Path, Path]:
+        """Where a split file may be, first match wins: ours, then the authors' repository's ``assets/splits``."""
+        return self.split_file(), self.root / "assets" / "splits" / f"{self.synset}.json"

@@ -5,7 +5,7 @@ Each format-specific parser (the authors' layout, SRN) reads its files into a li
 image size) and hands them to :meth:`CategoryDataParser._assemble`, which builds nerfstudio
 ``Cameras`` and the per-object :class:`~featurenerf_ns.dataparsers.records.ObjectRecord` metadata.
 
-Pixel conventions and camera construction: :mod:`featurenerf_ns.utils.cameras`.
+Pixel conventions and camera construction: :mod:`featurenerf_ns.geometry`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,9 @@ from nerfstudio.data.scene_box import SceneBox
 from PIL import Image
 
 from featurenerf_ns.dataparsers.records import ObjectRecord
-from featurenerf_ns.utils.cameras import PixelConvention, cameras_from_opencv
-from featurenerf_ns.utils.io import DataError
-
-SPLITS = ("train", "val", "test")
-"""Splits every category dataparser parses (``ns-eval`` and the viewer use ``test``)."""
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from featurenerf_ns.geometry import PixelConvention, cameras_from_opencv
+from featurenerf_ns.layout import IMAGE_SUFFIXES
+from featurenerf_ns.utils.io import DataError, UserError
 
 
 @dataclass
@@ -70,7 +66,7 @@ class CategoryDataParser(DataParser):
         if self.config.image_size is None:
             return native_hw
         if self.config.image_size <= 0:
-            raise ValueError(f"image_size must be positive, got {self.config.image_size}")
+            raise UserError(f"--pipeline.datamanager.dataparser.image-size {self.config.image_size}: must be positive")
         return (self.config.image_size, self.config.image_size)
 
     def _assemble(

@@ -25,6 +25,7 @@ from featurenerf_ns.categories import Category
 from featurenerf_ns.dataparsers.base import CategoryDataParser, CategoryDataParserConfig
 from featurenerf_ns.dataparsers.co3d_cache import Co3dCache, Co3dCacheSettings, ensure_co3d_cache
 from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParser, FeatureNeRFDataParserConfig
+from featurenerf_ns.geometry import CAMERA_DISTANCE
 
 
 @dataclass
@@ -50,7 +51,7 @@ class CO3DDataParserConfig(CategoryDataParserConfig):
     """A pixel is foreground when its mask value (0..1) is at least this."""
     min_mask_fraction: float = 0.001
     """Frames whose foreground covers less of the image are unusable (dropped)."""
-    camera_distance: float = 1.3
+    camera_distance: float = CAMERA_DISTANCE
     """Mean camera distance of each normalised sequence (the ShapeNet renders' 1.3)."""
     skip_bad_sequences: bool = False
     """Drop (with a warning) sequences with no usable frame instead of stopping with an error."""

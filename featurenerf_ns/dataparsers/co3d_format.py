@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from featurenerf_ns.layout import SPLITS
 from featurenerf_ns.utils.io import DataError
 
 INTRINSICS_FORMATS = ("ndc_norm_image_bounds", "ndc_isotropic")
 """The two NDC conventions of CO3D v2's ``viewpoint.intrinsics_format``."""
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 
 from featurenerf_ns.categories import resolve_category
 from featurenerf_ns.dataparsers.base import (
-    SPLITS,
     CategoryDataParser,
     CategoryDataParserConfig,
     ParsedObject,
@@ -30,6 +29,7 @@ from featurenerf_ns.dataparsers.base import (
     list_images,
     read_image_size,
 )
+from featurenerf_ns.layout import SPLITS
 from featurenerf_ns.utils.io import DataError
 
 EXCLUDED_OBJECTS = frozenset({"7edb40d76dff7455c2ff7551a4114669", "95ebb3fd80f885ad676f197a68a5168a"})

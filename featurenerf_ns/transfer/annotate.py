@@ -11,9 +11,8 @@ For each object with a camera JSON (``camera/<synset>/<obj_id>.json``) and a mes
 - ``part_2d_anno``: ``labels`` ``(NV, H, W)``: CPU ray casting of the mesh (embree through trimesh),
   each hit pixel labelled like the nearest labelled 3D point to the hit point, 0 where no hit.
 
-Rays follow :mod:`featurenerf_ns.layout`: pixel ``(row j, col i)`` is image point ``(i, j)``,
-principal point ``(W/2, H/2)``, ``f = W / (2 tan(camera_angle_x / 2))``, OpenCV camera-to-world
-``transform_matrix``. Annotation point sets whose frame differs from the mesh's (ShapeNet-part and
+Rays and projections are :mod:`featurenerf_ns.geometry`'s (the authors' pixel convention, OpenCV
+camera-to-world ``transform_matrix``). Annotation point sets whose frame differs from the mesh's (ShapeNet-part and
 PartNet normalise differently from ShapeNetCore v2) can be mapped with ``--align bbox`` (axis-aligned
 bounding boxes matched per axis). Files are written atomically.
 """
@@ -33,6 +32,7 @@ from rich.console import Console
 from rich.progress import track
 from scipy.spatial import cKDTree
 
+from featurenerf_ns.geometry import MeshRayCaster, pixel_rays, project
 from featurenerf_ns.layout import CategoryLayout
 from featurenerf_ns.transfer.annotations import (
     Mesh,
@@ -45,77 +45,28 @@ from featurenerf_ns.transfer.annotations import (
     read_shapenet_part,
 )
 from featurenerf_ns.transfer.data import read_camera_json, resolve_data_path
-from featurenerf_ns.utils.errors import install_data_error_hook
-from featurenerf_ns.utils.io import DataError, write_npz
-
-
-# ---------------------------------------------------------------------- cameras and rays
-def pixel_rays(c2w: np.ndarray, focal: float, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Origins and unit directions ``(H*W, 3)`` of every pixel's ray, row-major (authors' convention)."""
-    h, w = hw
-    rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-    d = np.stack([(cols - w / 2.0) / focal, (rows - h / 2.0) / focal, np.ones_like(cols)], axis=-1).reshape(-1, 3)
-    d = d @ c2w[:3, :3].T
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    return np.broadcast_to(c2w[:3, 3], d.shape).copy(), d
-
-
-def project(points: np.ndarray, c2w: np.ndarray, focal: float, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Image points ``(N, 2)`` ``[x=col, y=row]`` and camera depths ``(N,)`` of world points."""
-    h, w = hw
-    w2c = np.linalg.inv(c2w)
-    cam = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-    z = cam[:, 2]
-    safe = np.where(np.abs(z) < 1e-12, 1e-12, z)
-    return np.stack([focal * cam[:, 0] / safe + w / 2.0, focal * cam[:, 1] / safe + h / 2.0], axis=1), z
-
-
-class RayCaster:
-    """First hits of rays on a triangle mesh (embree when available, else trimesh's pure-Python caster)."""
-
-    def __init__(self, mesh: Mesh):
-        self.mesh = trimesh.Trimesh(vertices=mesh[0], faces=mesh[1], process=False)
-        try:
-            from trimesh.ray.ray_pyembree import RayMeshIntersector
-
-            self.intersector = RayMeshIntersector(self.mesh)
-        except ImportError:  # pragma: no cover - embreex is a dependency
-            self.intersector = trimesh.ray.ray_triangle.RayMeshIntersector(self.mesh)
-
-    def first_hits(self, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(hit (N,) bool, location (N, 3), distance (N,))`` of the nearest intersection (inf when none)."""
-        n = len(origins)
-        loc, index_ray, _ = self.intersector.intersects_location(origins, dirs, multiple_hits=False)
-        hit = np.zeros(n, dtype=bool)
-        locations = np.zeros((n, 3))
-        dist = np.full(n, np.inf)
-        if len(index_ray):
-            # Some intersectors may still report several hits per ray: keep the nearest.
-            d = np.linalg.norm(loc - origins[index_ray], axis=1)
-            order = np.lexsort((d, index_ray))
-            first = order[np.r_[True, index_ray[order][1:] != index_ray[order][:-1]]]
-            hit[index_ray[first]] = True
-            locations[index_ray[first]] = loc[first]
-            dist[index_ray[first]] = d[first]
-        return hit, locations, dist
+from featurenerf_ns.utils.errors import report_user_errors
+from featurenerf_ns.utils.io import DataError, UserError, write_npz
 
 
 # ---------------------------------------------------------------------- per view
 def part_labels_2d(
-    caster: RayCaster, c2w: np.ndarray, focal: float, hw: tuple[int, int], pts: np.ndarray, labels: np.ndarray
+    caster: MeshRayCaster, c2w: np.ndarray, focal: float, hw: tuple[int, int], pts: np.ndarray, labels: np.ndarray
 ) -> np.ndarray:
     """``(H, W)`` part labels: the nearest labelled point's label at each pixel's first hit, 0 elsewhere."""
-    origins, dirs = pixel_rays(c2w, focal, hw)
-    hit, loc, _ = caster.first_hits(origins, dirs)
+    origin, dirs = pixel_rays(c2w, focal, hw)
+    dirs = dirs.reshape(-1, 3)
+    face, t = caster.first_hits(origin, dirs)
+    hit = face >= 0
     out = np.zeros(hw[0] * hw[1], dtype=np.int64)
     if hit.any():
-        _, nearest = cKDTree(pts).query(loc[hit])
+        _, nearest = cKDTree(pts).query(origin + t[hit, None] * dirs[hit])
         out[hit] = labels[nearest]
     return out.reshape(hw)
 
 
 def visible_keypoints_2d(
-    caster: RayCaster,
+    caster: MeshRayCaster,
     c2w: np.ndarray,
     focal: float,
     hw: tuple[int, int],
@@ -137,7 +88,7 @@ def visible_keypoints_2d(
     origin = c2w[:3, 3]
     to_kp = xyz - origin
     dist = np.linalg.norm(to_kp, axis=1)
-    _, _, hit_dist = caster.first_hits(np.broadcast_to(origin, xyz.shape).copy(), to_kp / dist[:, None])
+    _, hit_dist = caster.first_hits(origin, to_kp / dist[:, None])
     visible = inside & (hit_dist >= dist - tolerance)
     return np.concatenate([px[visible], keypoints[visible, 3:4].astype(np.int64)], axis=1)
 
@@ -178,11 +129,10 @@ def annotate_object(
         keypoints: ``(K, 4)`` ``[x, y, z, id]`` in the mesh frame.
         part_pts, part_labels: labelled points ``(N, 3)``, ``(N,)`` in the mesh frame.
     """
-    caster = RayCaster(mesh)
+    caster = MeshRayCaster(trimesh.Trimesh(vertices=mesh[0], faces=mesh[1], process=False))
     out = ObjectAnnotations()
     if keypoints is not None:
-        tm = caster.mesh
-        cand, _ = trimesh.sample.sample_surface(tm, num_candidates, seed=seed)
+        cand, _ = trimesh.sample.sample_surface(caster.mesh, num_candidates, seed=seed)
         out.kp_3d = {"labels": keypoints.astype(np.float32), "pts": np.asarray(cand, dtype=np.float32)}
         per_view = np.empty(len(c2w), dtype=object)
         for v in range(len(c2w)):
@@ -290,9 +240,9 @@ def run(cfg: AnnotateConfig, console: Console | None = None) -> dict[str, list[P
     root, category = resolve_data_path(cfg.data, cfg.category)
     layout = CategoryLayout(root, category.synset)
     if cfg.keypointnet is None and cfg.shapenet_part is None and cfg.partnet is None:
-        raise ValueError("nothing to do: give --keypointnet, --shapenet-part and/or --partnet")
+        raise UserError("nothing to do: give --keypointnet, --shapenet-part and/or --partnet")
     if cfg.partnet is not None and cfg.partnet_level_names is None:
-        raise ValueError("--partnet needs --partnet-level-names (<Cat>-level-1.txt)")
+        raise UserError("--partnet needs --partnet-level-names (<Cat>-level-1.txt)")
     cam_dir = root / "camera" / category.synset
     objects: Sequence[str] = cfg.objects or sorted(p.stem for p in cam_dir.glob("*.json"))
     if not objects:
@@ -343,12 +293,13 @@ def run(cfg: AnnotateConfig, console: Console | None = None) -> dict[str, list[P
     return written
 
 
-def entrypoint() -> None:
-    """``featurenerf-annotate`` console script."""
-    install_data_error_hook()
+@report_user_errors
+def entrypoint(args: list[str] | None = None) -> None:
+    """``featurenerf-annotate`` console script (``args``: the command line, default ``sys.argv``)."""
     run(
         tyro.cli(
             AnnotateConfig,
+            args=args,
             description="Build the processed keypoint and part annotation files from "
             "KeypointNet, ShapeNet-part or PartNet, meshes and the category's cameras.",
         )

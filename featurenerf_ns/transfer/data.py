@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image
 
 from featurenerf_ns.categories import Category, resolve_category
-from featurenerf_ns.layout import CategoryLayout
-from featurenerf_ns.utils.io import DataError, read_json
+from featurenerf_ns.geometry import focal_from_fov, project
+from featurenerf_ns.layout import IMAGE_SUFFIXES, CategoryLayout
+from featurenerf_ns.utils.io import DataError, check_finite, read_json
 
 Setting = Literal["cross-instance", "novel-view"]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _load_npz(path: Path, keys: tuple[str, ...], allow_pickle: bool = False) -> dict[str, np.ndarray]:
@@ -54,7 +54,10 @@ def read_camera_json(path: os.PathLike | str, width: int) -> tuple[np.ndarray, f
         raise DataError(path, f"expected camera_angle_x and frames[].transform_matrix ({e})") from None
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
         raise DataError(path, f"transform_matrix must be 4x4, got shape {c2w.shape}")
-    return c2w, width / (2.0 * math.tan(fov / 2.0))
+    check_finite(path, "transform_matrix", c2w)
+    if not 0.0 < fov < math.pi:
+        raise DataError(path, f"camera_angle_x must be in (0, pi), got {fov}")
+    return c2w, focal_from_fov(fov, width)
 
 
 def resolve_data_path(data: os.PathLike | str, category: str | None = None) -> tuple[Path, Category]:
@@ -173,6 +176,11 @@ class CategoryData:
         labels = _load_npz(path, ("labels",))["labels"]
         if labels.ndim != 3:
             raise DataError(path, f"'labels' must be (NV, H, W), got shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(path, f"'labels' must hold integer part labels, got {labels.dtype}")
+        if labels.shape[1:] != self.image_size:
+            h, w = self.image_size
+            raise DataError(path, f"part maps are {labels.shape[1]}x{labels.shape[2]} but the renders are {h}x{w}")
         return labels.astype(np.int64)
 
     def _kp_3d(self, obj_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -211,13 +219,7 @@ class CategoryData:
     def project(self, obj_id: str, view: int, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Image points ``(N, 2)`` [x=col, y=row] (layout.py's convention) and camera depths of world points."""
         c2w, focal = self.cameras(obj_id)
-        h, w = self.image_size
-        w2c = np.linalg.inv(c2w[view])
-        cam = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-        z = cam[:, 2]
-        safe = np.where(np.abs(z) < 1e-9, 1e-9, z)
-        uv = np.stack([focal * cam[:, 0] / safe + w / 2.0, focal * cam[:, 1] / safe + h / 2.0], axis=1)
-        return uv, z
+        return project(points, c2w[view], focal, self.image_size)
 
 
 # ---------------------------------------------------------------------- pairs
@@ -255,6 +257,11 @@ def split_pairs(data: CategoryData, setting: Setting) -> list[Pair]:
                 pairs.append(Pair(str(e["model_id"]), str(e["model_id"]), int(e["src_view"]), int(e["trg_view"])))
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(data.split_path, f"malformed {key} entry ({e})") from None
+    for obj in sorted({p.src for p in pairs} | {p.trg for p in pairs}):
+        if not data.layout.image_dir(obj).is_dir():
+            raise DataError(
+                data.split_path, f"{key} names object {obj!r}, which has no renders in {data.layout.image_dir(obj)}"
+            )
     return pairs
 
 

@@ -8,26 +8,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from featurenerf_ns.geometry import look_at_opencv
+
 SYNSET = "03001627"  # chair
-
-
-def look_at_opencv(eye: np.ndarray, target=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """4x4 OpenCV camera-to-world (x right, y down, z forward) looking from ``eye`` at ``target``."""
-    eye = np.asarray(eye, dtype=np.float64)
-    z = np.asarray(target, dtype=np.float64) - eye
-    z /= np.linalg.norm(z)
-    up = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, y, z, eye
-    return m
 
 
 def view_poses(n: int, radius: float = 1.3) -> list[np.ndarray]:
     angles = np.linspace(0, 2 * np.pi, n, endpoint=False) + 0.3
-    return [look_at_opencv([radius * np.cos(a), radius * np.sin(a), 0.4]) for a in angles]
+    return [look_at_opencv([radius * np.cos(a), radius * np.sin(a), 0.4], up=(0.0, 0.0, 1.0)) for a in angles]
 
 
 def write_rgba(path: Path, size: int = 32, empty: bool = False, hw: tuple[int, int] | None = None) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.dataparsers.srn_dataparser import SRNDataParserConfig
+from featurenerf_ns.geometry import focal_from_fov
 from tests.dataparsers.dataparser_fixtures import SYNSET, make_authors_layout, make_srn_layout
 
 FOV = 0.6911112070083618
@@ -51,7 +52,7 @@ def test_rays_follow_pixel_convention(tmp_path: Path, convention: str, image_siz
     size = image_size or 32
     assert out.metadata["image_size"] == (size, size) and out.metadata["native_image_size"] == (32, 32)
     assert int(cams.width[0]) == size and int(cams.height[0]) == size
-    f = size / (2 * np.tan(FOV / 2))  # the authors scale focal and centre with the image
+    f = focal_from_fov(FOV, size)  # the authors scale focal and centre with the image
     record = out.metadata["objects"][1]
     for view, c2w in enumerate(object_poses(root, record.obj_id)):
         k = record.camera_index(view)

@@ -11,20 +11,18 @@ from featurenerf_ns.model.rendering import (
     sample_coarse,
     sample_importance,
 )
-from featurenerf_ns.utils.cameras import random_upper_hemisphere as look_at_cameras
+from tests.model.model_fixtures import random_cameras, random_upper_hemisphere
 
 ALL = frozenset({"rgb", "feature", "coord", "v_nerf"})
 
 
 def _setup(tiny_field, B=2, R=16):
     encoder, field = tiny_field
-    c2w = look_at_cameras(B, seed=1)
-    f = 32 / (2 * torch.tan(torch.tensor(0.6911 / 2)))
-    intr = torch.tensor([f, f, 16.5, 16.5]).expand(B, 4)
+    c2w, intr = random_cameras(B, 32, seed=1)
     with torch.no_grad():
         latent = encoder(torch.rand(B, 3, 32, 32))
         cond = field.condition(latent, c2w, intr, (32, 32), B)
-    target = look_at_cameras(B, seed=2)
+    target = random_upper_hemisphere(B, seed=2)
     origins = target[:, None, :, 3].expand(B, R, 3).contiguous()
     directions = F.normalize(-origins + 0.2 * torch.randn(B, R, 3), dim=-1)
     near = torch.full((B, R, 1), 0.8)
@@ -74,9 +72,7 @@ def test_samples_stay_within_near_far():
 
 def test_selected_conditioning_renders_like_encoding_that_object_alone(tiny_field):
     encoder, field = tiny_field
-    c2w = look_at_cameras(6, seed=4)
-    f = 32 / (2 * torch.tan(torch.tensor(0.6911 / 2)))
-    intr = torch.tensor([f, f, 16.5, 16.5]).expand(6, 4)
+    c2w, intr = random_cameras(6, 32, seed=4)
     images = torch.rand(6, 3, 32, 32)
     points = (torch.rand(1, 30, 3) - 0.5) * 0.6
     dirs = F.normalize(torch.randn(1, 30, 3), dim=-1)
@@ -107,9 +103,7 @@ def test_rays_in_any_order_and_number_per_object_render_with_their_own_object(mo
         for block in model.field.mlp.blocks:
             torch.nn.init.normal_(block.fc_1.weight, std=0.1)
         model.field.mlp.lin_out.bias[3] = 2.0
-    c2w = look_at_cameras(3, seed=3)
-    f = 32 / (2 * torch.tan(torch.tensor(0.6911 / 2)))
-    intr = torch.tensor([f, f, 16.5, 16.5]).expand(3, 4)
+    c2w, intr = random_cameras(3, 32, seed=3)
     with torch.no_grad():
         cond = model.encode(torch.rand(3, 1, 3, 32, 32), c2w[:, None], intr[:, None])
     counts = [5, 9, 2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from featurenerf_ns.transfer.data import CategoryData
-from featurenerf_ns.transfer.toy import build_toy_category
+from tests.transfer.toy import build_toy_category
 
 
 @pytest.fixture(scope="session")

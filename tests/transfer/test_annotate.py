@@ -1,37 +1,26 @@
 import json
-import math
 import shutil
 
 import numpy as np
 import pytest
 import trimesh
 
-from featurenerf_ns.synthetic.render import look_at as look_at_opencv
-from featurenerf_ns.transfer.annotate import (
-    AnnotateConfig,
-    RayCaster,
-    bbox_align,
-    part_labels_2d,
-    project,
-    run,
-    visible_keypoints_2d,
-)
+from featurenerf_ns.geometry import CAMERA_ANGLE_X, MeshRayCaster, focal_from_fov, look_at_opencv, project
+from featurenerf_ns.transfer.annotate import AnnotateConfig, bbox_align, part_labels_2d, run, visible_keypoints_2d
 from featurenerf_ns.transfer.annotations import load_obj
 from featurenerf_ns.transfer.data import CategoryData
 
 
 def _cube():
-    box = trimesh.creation.box(extents=(0.4, 0.4, 0.4))
-    return np.asarray(box.vertices), np.asarray(box.faces)
+    return MeshRayCaster(trimesh.creation.box(extents=(0.4, 0.4, 0.4)))
 
 
 def test_ray_cast_part_labels_known_answer():
-    mesh = _cube()
     c2w = look_at_opencv(np.array([0.0, 0.0, 1.3]))
     size = 16
-    focal = size / (2 * math.tan(0.6911 / 2))
+    focal = focal_from_fov(CAMERA_ANGLE_X, size)
     pts = np.array([[0.0, 0.1, 0.2], [0.0, -0.1, 0.2]])  # upper half of the front face: 1, lower: 2
-    labels = part_labels_2d(RayCaster(mesh), c2w, focal, (size, size), pts, np.array([1, 2]))
+    labels = part_labels_2d(_cube(), c2w, focal, (size, size), pts, np.array([1, 2]))
     half = focal * 0.2 / 1.1  # the front face's half-width in pixels
     cols = np.arange(size)
     inside = np.abs(cols - size / 2) < half  # pixel (row j, col i) is the image point (i, j)
@@ -42,11 +31,10 @@ def test_ray_cast_part_labels_known_answer():
 
 
 def test_keypoint_visibility_and_projection():
-    mesh = _cube()
     c2w = look_at_opencv(np.array([0.0, 0.0, 1.3]))
-    focal = 48 / (2 * math.tan(0.6911 / 2))
+    focal = focal_from_fov(CAMERA_ANGLE_X, 48)
     kps = np.array([[0.0, 0.0, 0.2, 3], [0.0, 0.0, -0.2, 4], [0.1, -0.1, 0.2, 5], [5.0, 0.0, 0.2, 6]])
-    vis = visible_keypoints_2d(RayCaster(mesh), c2w, focal, (48, 48), kps)
+    vis = visible_keypoints_2d(_cube(), c2w, focal, (48, 48), kps)
     # the back face is hidden, the far-off point projects outside the image
     assert vis[:, 2].tolist() == [3, 5]
     np.testing.assert_array_equal(vis[0, :2], [24, 24])

@@ -11,13 +11,15 @@ from featurenerf_ns.transfer.annotations import (
     read_partnet_level1,
     read_partnet_level_names,
     read_partnet_merging,
-    read_partnet_sem_seg_h5,
     read_points,
     read_shapenet_part,
+)
+from featurenerf_ns.utils.io import DataError
+from tests.transfer.annotation_readers import (
+    read_partnet_sem_seg_h5,
     read_shapenet_part_split,
     read_synsetoffset2category,
 )
-from featurenerf_ns.utils.io import DataError
 
 OBJ = """# a unit square (a quad, fan-triangulated) and a triangle above it
 v 0 0 0

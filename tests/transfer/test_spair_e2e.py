@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.co3d.co3d_fixtures import mesh_category
-from tests.spair.spair_fixtures import make_spair
+from tests.dataparsers.co3d_fixtures import mesh_category
+from tests.transfer.spair_fixtures import make_spair
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

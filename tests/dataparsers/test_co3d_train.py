@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.co3d.co3d_fixtures import mesh_category
+from tests.dataparsers.co3d_fixtures import mesh_category
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -123,7 +123,7 @@ def test_finetune_from_shapenet_checkpoint(trained, tmp_path):
         cwd=root,
         check=False,
     )  # fmt: skip
-    assert bad.returncode != 0
+    assert bad.returncode == 2
     line = bad.stderr.strip().splitlines()[-1]
     hint = "pass --pipeline.model.feature-dim 32 (this run has feature-dim 384)"
     assert line == f"error: checkpoint does not fit this model: {hint}"

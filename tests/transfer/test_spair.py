@@ -11,16 +11,9 @@ import pytest
 import torch
 
 from featurenerf_ns.teachers.dino import DinoTeacherConfig
-from featurenerf_ns.transfer.spair import (
-    SpairConfig,
-    crop_transform,
-    evaluate_spair,
-    load_crop,
-    read_pairs,
-    run_spair,
-)
+from featurenerf_ns.transfer.spair import SpairConfig, crop_transform, evaluate_spair, load_crop, read_pairs, run_spair
 from featurenerf_ns.utils.io import DataError
-from tests.spair.spair_fixtures import image_keypoints, make_spair
+from tests.transfer.spair_fixtures import image_keypoints, make_spair
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """A tiny box-chair category in the authors' layout with exactly known annotations.
 
-Used by the transfer tests and benchmarks (it needs nothing but trimesh): every object is a seat, a
-back and four legs (boxes with random proportions), part labels ``back=1, seat=2, leg=3`` (the
+Used by the transfer tests and ``benchmarks/bench_transfer.py`` (it needs nothing but trimesh): every
+object is a seat, a back and four legs (boxes with random proportions), part labels ``back=1, seat=2, leg=3`` (the
 ``chair`` vocabulary), 12 keypoints placed on faces away from edges (the same semantic id is the
 same place on every object), cameras around the object at the authors' distance and field of view.
 The annotation files come from :func:`featurenerf_ns.transfer.annotate.annotate_object`, so the
@@ -18,19 +18,12 @@ import numpy as np
 import trimesh
 from PIL import Image
 
+from featurenerf_ns import geometry
 from featurenerf_ns.categories import resolve_category
 from featurenerf_ns.layout import DINO_TEACHER_FOLDER, CategoryLayout
-from featurenerf_ns.synthetic.render import look_at
-from featurenerf_ns.transfer.annotate import (
-    RayCaster,
-    annotate_object,
-    pixel_rays,
-    write_object_annotations,
-)
+from featurenerf_ns.transfer.annotate import annotate_object, write_object_annotations
 from featurenerf_ns.utils.io import atomic_path, write_json, write_npz
 
-CAMERA_ANGLE_X = 0.6911
-CAMERA_DISTANCE = 1.3
 PART_COLORS = np.array([[0, 0, 0], [200, 60, 60], [60, 160, 60], [60, 80, 200]], dtype=np.float64)
 
 
@@ -40,8 +33,7 @@ def toy_cameras(num_views: int, elevation_deg: float = 25.0) -> np.ndarray:
     out = []
     for v in range(num_views):
         az = math.radians(-70.0 + 140.0 * (v + 0.5) / num_views)  # the front half: keypoints stay visible
-        eye = CAMERA_DISTANCE * np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
-        out.append(look_at(eye))
+        out.append(geometry.look_at_opencv(geometry.CAMERA_DISTANCE * geometry.sphere_direction(az, el)))
     return np.stack(out)
 
 
@@ -123,7 +115,7 @@ def build_toy_category(
     rng = np.random.default_rng(seed)
     cams = toy_cameras(num_views)
     hw = (image_size, image_size)
-    focal = image_size / (2.0 * math.tan(CAMERA_ANGLE_X / 2.0))
+    focal = geometry.focal_from_fov(geometry.CAMERA_ANGLE_X, image_size)
     ids = [f"toy{seed:02d}{i:04d}" for i in range(num_objects)]
     for obj_id in ids:
         mesh, face_labels, keypoints = toy_chair(rng)
@@ -131,29 +123,26 @@ def build_toy_category(
         part_labels = face_labels[face_idx]
         if mesh_dir is not None:
             _write_obj(Path(mesh_dir) / f"{obj_id}.obj", mesh)
-        caster = RayCaster((np.asarray(mesh.vertices), np.asarray(mesh.faces)))
+        caster = geometry.MeshRayCaster(mesh)
         img_dir = layout.image_dir(obj_id)
         img_dir.mkdir(parents=True, exist_ok=True)
         frames = []
         for v, c2w in enumerate(cams):
-            origins, dirs = pixel_rays(c2w, focal, hw)
-            _, index_ray, index_tri = caster.intersector.intersects_location(origins, dirs, multiple_hits=False)
-            hit = np.zeros(len(origins), dtype=bool)
-            hit[index_ray] = True
-            label = np.zeros(len(origins), dtype=np.int64)
-            label[index_ray] = face_labels[index_tri]
-            shade = np.ones(len(origins))
-            normals = caster.mesh.face_normals[index_tri]
-            shade[index_ray] = 0.55 + 0.45 * np.abs(
-                normals @ np.array([0.3, 0.8, 0.5]) / np.linalg.norm([0.3, 0.8, 0.5])
-            )
+            origin, dirs = geometry.pixel_rays(c2w, focal, hw)
+            face, _ = caster.first_hits(origin, dirs.reshape(-1, 3))
+            hit = face >= 0
+            label = np.zeros(len(face), dtype=np.int64)
+            label[hit] = face_labels[face[hit]]
+            shade = np.ones(len(face))
+            normals = mesh.face_normals[face[hit]]
+            shade[hit] = 0.55 + 0.45 * np.abs(normals @ np.array([0.3, 0.8, 0.5]) / np.linalg.norm([0.3, 0.8, 0.5]))
             rgb = PART_COLORS[label] * shade[:, None]
             rgba = np.concatenate([rgb, 255.0 * hit[:, None]], axis=1).reshape(image_size, image_size, 4)
             name = f"{v:03d}.png"
             with atomic_path(img_dir / name) as tmp:
                 Image.fromarray(rgba.astype(np.uint8), "RGBA").save(tmp)
             frames.append({"file_path": name, "transform_matrix": c2w.tolist()})
-        write_json(layout.camera_json(obj_id), {"camera_angle_x": CAMERA_ANGLE_X, "frames": frames})
+        write_json(layout.camera_json(obj_id), {"camera_angle_x": geometry.CAMERA_ANGLE_X, "frames": frames})
         ann = annotate_object(
             (np.asarray(mesh.vertices), np.asarray(mesh.faces)),
             cams,

@@ -16,7 +16,8 @@ from PIL import Image
 
 
 def make_spair(root: Path, category: str = "chair", num_images: int = 4, seed: int = 0) -> Path:
-    from featurenerf_ns.synthetic.render import ObjectRenderer, look_at, project_points
+    from featurenerf_ns.geometry import focal_from_fov, look_at_opencv, project, sphere_direction
+    from featurenerf_ns.synthetic.render import ObjectRenderer
     from featurenerf_ns.synthetic.shapes import make_object
 
     rng = np.random.default_rng(seed)
@@ -27,8 +28,8 @@ def make_spair(root: Path, category: str = "chair", num_images: int = 4, seed: i
         h, w = int(rng.integers(70, 90)), int(rng.integers(90, 120))
         az, el = rng.uniform(-0.8, 0.8), rng.uniform(0.2, 0.6)
         dist = rng.uniform(1.8, 2.4)
-        eye = dist * np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
-        c2w = look_at(eye, target=rng.uniform(-0.1, 0.1, 3))
+        eye = dist * sphere_direction(az, el)
+        c2w = look_at_opencv(eye, target=rng.uniform(-0.1, 0.1, 3))
         fov = 0.9
         view = renderer.render(c2w, w, h, fov, supersample=2)
         alpha = view.rgba[..., 3:].astype(np.float32) / 255
@@ -42,7 +43,7 @@ def make_spair(root: Path, category: str = "chair", num_images: int = 4, seed: i
         Image.fromarray((fg * 9).astype(np.uint8)).save(root / "Segmentation" / category / f"{n:06d}.png")
         rows, cols = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
         bbox = [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
-        uv, _ = project_points(obj.keypoints, c2w, w, fov, height=h)
+        uv, _ = project(obj.keypoints, c2w, focal_from_fov(fov, w), (h, w))
         vis = (
             renderer.visible(obj.keypoints, c2w)
             & (uv[:, 0] >= 0)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from featurenerf_ns.dataparsers.co3d_format import pytorch3d_to_opencv
-from tests.co3d.co3d_fixtures import look_at_cv, pytorch3d_pixel, to_pytorch3d
+from featurenerf_ns.geometry import look_at_opencv
+from tests.dataparsers.co3d_fixtures import pytorch3d_pixel, to_pytorch3d
 
 
 def _random_rotation(rng) -> np.ndarray:
@@ -54,7 +55,7 @@ def test_pixel_numbers_by_hand():
 
 
 def test_fixture_writer_round_trips():
-    c2w = look_at_cv([1.0, 2.0, 3.0], [0.0, 0.1, 0.0])
+    c2w = look_at_opencv([1.0, 2.0, 3.0], [0.0, 0.1, 0.0])
     K = np.array([70.0, 72.0, 33.0, 29.0])
     for fmt in ("ndc_norm_image_bounds", "ndc_isotropic"):
         vp = to_pytorch3d(c2w, K, (60, 64), fmt)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from featurenerf_ns.geometry import CAMERA_ANGLE_X, focal_from_fov, look_at_opencv, sphere_direction
+
 FLIP = np.array([-1.0, -1.0, 1.0])
 
 
@@ -38,18 +40,6 @@ class FixtureSequence:
     frames: list[FixtureFrame]
     quality: float | None = 1.0
     extra: dict = field(default_factory=dict)
-
-
-def look_at_cv(eye, target, up=(0.0, 1.0, 0.0)) -> np.ndarray:
-    eye, target = np.asarray(eye, float), np.asarray(target, float)
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, np.asarray(up, float))
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, y, z, eye
-    return T
 
 
 def to_pytorch3d(c2w: np.ndarray, K: np.ndarray, hw: tuple[int, int], fmt: str) -> dict:
@@ -172,9 +162,9 @@ def sphere_sequence(
         az = 2 * np.pi * i / num_frames + rng.uniform(-0.2, 0.2)
         el = np.radians(rng.uniform(55, 75))
         dist = 4.0 * rng.uniform(0.9, 1.1)
-        eye = SPHERE_CENTER + dist * np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
+        eye = SPHERE_CENTER + dist * sphere_direction(az, el)
         # aim a little off the centre so the principal point is not the sphere's projection
-        c2w = look_at_cv(eye, SPHERE_CENTER + rng.normal(0, 0.15, 3))
+        c2w = look_at_opencv(eye, SPHERE_CENTER + rng.normal(0, 0.15, 3))
         f = rng.uniform(0.6, 0.8) * max(h, w)
         K = np.array([f, f * rng.uniform(0.95, 1.05), w / 2 + rng.uniform(-4, 4), h / 2 + rng.uniform(-4, 4)])
         uv_c, depth = project_cv(c2w, K, SPHERE_CENTER)
@@ -217,7 +207,7 @@ def mesh_category(root: Path, category: str = "chairco3d", num_sequences: int = 
     Each sequence's world is ``X_world = 2.5 R_z X_canonical + offset`` (a CO3D-like arbitrary frame),
     images are 48x64 (H x W), written with alternating intrinsics formats.
     """
-    from featurenerf_ns.synthetic.render import CAMERA_ANGLE_X, ObjectRenderer, focal_length, sample_poses
+    from featurenerf_ns.synthetic.render import ObjectRenderer, sample_poses
     from featurenerf_ns.synthetic.shapes import make_object
 
     rng = np.random.default_rng(1)
@@ -235,7 +225,7 @@ def mesh_category(root: Path, category: str = "chairco3d", num_sequences: int = 
         frames = []
         for i, c2w in enumerate(poses):
             view = renderer.render(c2w, w, h, CAMERA_ANGLE_X, supersample=1)
-            f = focal_length(w, CAMERA_ANGLE_X)
+            f = focal_from_fov(CAMERA_ANGLE_X, w)
             # the renderer's principal point (W/2, H/2) is in the authors' convention: +0.5 continuous
             K = np.array([f, f, w / 2 + 0.5, h / 2 + 0.5])
             c2w_world = M @ c2w

@@ -15,7 +15,7 @@ from featurenerf_ns.data.images import load_view
 from featurenerf_ns.dataparsers import co3d_cache
 from featurenerf_ns.dataparsers.co3d import CO3DDataParserConfig
 from featurenerf_ns.utils.io import DataError
-from tests.co3d.co3d_fixtures import (
+from tests.dataparsers.co3d_fixtures import (
     MARKER,
     SPHERE_CENTER,
     SPHERE_RADIUS,
@@ -155,6 +155,16 @@ def _error(data: Path, tmp_path: Path, **kw) -> DataError:
     return e.value
 
 
+def _frames(data: Path) -> list:
+    with gzip.open(data / "frame_annotations.jgz", "rt") as f:
+        return json.load(f)
+
+
+def _write_frames(data: Path, frames: list) -> None:
+    with gzip.open(data / "frame_annotations.jgz", "wt") as f:
+        json.dump(frames, f)
+
+
 def test_error_malformed_annotation_file(tmp_path):
     data = _small(tmp_path)
     (data / "frame_annotations.jgz").write_bytes(b"not gzip at all")
@@ -164,11 +174,9 @@ def test_error_malformed_annotation_file(tmp_path):
 
 def test_error_frame_missing_key(tmp_path):
     data = _small(tmp_path)
-    with gzip.open(data / "frame_annotations.jgz", "rt") as f:
-        frames = json.load(f)
+    frames = _frames(data)
     del frames[1]["viewpoint"]
-    with gzip.open(data / "frame_annotations.jgz", "wt") as f:
-        json.dump(frames, f)
+    _write_frames(data, frames)
     err = _error(data, tmp_path)
     assert (
         err.path == data / "frame_annotations.jgz"
@@ -179,11 +187,9 @@ def test_error_frame_missing_key(tmp_path):
 
 def test_error_bad_intrinsics_format(tmp_path):
     data = _small(tmp_path)
-    with gzip.open(data / "frame_annotations.jgz", "rt") as f:
-        frames = json.load(f)
+    frames = _frames(data)
     frames[0]["viewpoint"]["intrinsics_format"] = "screen"
-    with gzip.open(data / "frame_annotations.jgz", "wt") as f:
-        json.dump(frames, f)
+    _write_frames(data, frames)
     assert "intrinsics_format" in _error(data, tmp_path).problem
 
 
@@ -228,11 +234,9 @@ def test_error_sequence_missing_from_annotations(tmp_path):
 
 def test_error_image_size_disagrees_with_annotation(tmp_path):
     data = _small(tmp_path)
-    with gzip.open(data / "frame_annotations.jgz", "rt") as f:
-        frames = json.load(f)
+    frames = _frames(data)
     frames[0]["image"]["size"] = [10, 10]
-    with gzip.open(data / "frame_annotations.jgz", "wt") as f:
-        json.dump(frames, f)
+    _write_frames(data, frames)
     err = _error(data, tmp_path)
     assert err.path.name == "frame000001.jpg" and "10x10" in err.problem
 
