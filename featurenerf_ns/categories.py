@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from featurenerf_ns.utils.io import UserError
+
 
 @dataclass(frozen=True)
 class Category:
@@ -39,7 +41,7 @@ def resolve_category(name_or_synset: str) -> Category:
     """Look a category up by name (``chair``) or synset id (``03001627``).
 
     Raises:
-        ValueError: naming the known categories when the argument matches none.
+        UserError: naming the known categories when the argument matches none.
     """
     key = name_or_synset.strip().lower()
     if key in CATEGORIES:
@@ -47,4 +49,4 @@ def resolve_category(name_or_synset: str) -> Category:
     if key in _BY_SYNSET:
         return _BY_SYNSET[key]
     known = ", ".join(f"{c.name} ({c.synset})" for c in CATEGORIES.values())
-    raise ValueError(f"unknown category {name_or_synset!r}; known categories: {known}")
+    raise UserError(f"unknown category {name_or_synset!r}; known categories: {known}")

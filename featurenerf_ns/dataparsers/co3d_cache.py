@@ -53,7 +53,16 @@ from featurenerf_ns.dataparsers.co3d_format import (
     read_set_list,
 )
 from featurenerf_ns.layout import CategoryLayout
-from featurenerf_ns.utils.io import DataError, atomic_path, exclusive_lock, read_json, write_json
+from featurenerf_ns.utils.io import (
+    DataError,
+    UserError,
+    atomic_path,
+    exclusive_lock,
+    make_dirs,
+    read_json,
+    remove_temporaries,
+    write_json,
+)
 
 CACHE_VERSION = 1
 """Bumped whenever preprocessing changes what it writes."""
@@ -283,7 +292,8 @@ def process_sequence(
     dist = np.linalg.norm(c2w_n[:, :3, 3], axis=1)
     near, far = max(float(dist.min() - radius), 0.05), float(dist.max() + radius)
     # Frames of earlier runs with other settings were dropped with the fingerprint folder; stale files
-    # from frames now skipped would be picked up by the parser's image listing, so remove them.
+    # from frames now skipped (or half-written by a killed run) would be picked up by the parser's image
+    # listing, so remove them.
     names = {f"{f.frame_number:06d}.png" for f in kept}
     for p in out_dir.iterdir():
         if p.suffix == ".png" and p.name not in names:
@@ -307,6 +317,7 @@ def process_sequence(
             "far": far,
         },
     }
+    remove_temporaries([layout.camera_json(name)])
     write_json(layout.camera_json(name), camera)
     return {"frames": len(kept), "near": near, "far": far, "radius": radius}
 
@@ -355,7 +366,7 @@ def ensure_co3d_cache(
         info = read_json(info_path)
         if info.get("fingerprint") == fp:
             return Co3dCache(root, category, float(info["near"]), float(info["far"]), info)
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root)
     # ns-train and a concurrent featurenerf-eval must not preprocess the same category twice.
     with exclusive_lock(root / ".lock"):
         if info_path.is_file() and read_json(info_path).get("fingerprint") == fp:
@@ -369,7 +380,7 @@ def _build(data: Path, settings: Co3dCacheSettings, fp: dict, root: Path, progre
     from rich.console import Console
 
     if settings.resolution <= 0:
-        raise ValueError(f"resolution must be positive, got {settings.resolution}")
+        raise UserError(f"--resolution {settings.resolution}: must be positive")
     frames_path = data / "frame_annotations.jgz"
     seq_path = data / "sequence_annotations.jgz"
     set_list_path = data / "set_lists" / f"set_lists_{settings.subset}.json"
@@ -378,6 +389,7 @@ def _build(data: Path, settings: Co3dCacheSettings, fp: dict, root: Path, progre
     frames = read_frame_annotations(frames_path)
     layout = CategoryLayout(root, data.name)
     console = Console(stderr=True)
+    remove_temporaries([layout.split_file(), root / CACHE_INFO])  # the lock makes this run the only writer
 
     dropped_quality: list[str] = []
     todo: dict[str, str] = {}

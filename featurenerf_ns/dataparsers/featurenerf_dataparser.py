@@ -22,7 +22,6 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from featurenerf_ns.categories import Category, resolve_category
 from featurenerf_ns.dataparsers.base import (
-    SPLITS,
     CategoryDataParser,
     CategoryDataParserConfig,
     ParsedObject,
@@ -30,10 +29,18 @@ from featurenerf_ns.dataparsers.base import (
     list_images,
     read_image_size,
 )
-from featurenerf_ns.layout import DINO_TEACHER_FOLDER, SYNTHETIC_TEACHER_FOLDER, CategoryLayout
+from featurenerf_ns.geometry import focal_from_fov
+from featurenerf_ns.layout import (
+    ANNOTATION_SUFFIX,
+    DINO_TEACHER_FOLDER,
+    DINOV2_TEACHER_FOLDER,
+    SPLITS,
+    SYNTHETIC_TEACHER_FOLDER,
+    CategoryLayout,
+)
+from featurenerf_ns.teachers.cache import CACHE_SUFFIX, check_fingerprint
 from featurenerf_ns.teachers.store import open_teacher_features
-from featurenerf_ns.utils.cameras import focal_from_fov
-from featurenerf_ns.utils.io import DataError, read_json
+from featurenerf_ns.utils.io import DataError, check_finite, read_json
 
 SYNTHETIC_ROOT_NAME = "synthetic"
 """``--data synthetic/<category>`` names the embedded synthetic data."""
@@ -63,8 +70,8 @@ class FeatureNeRFDataParserConfig(CategoryDataParserConfig):
     """Split file (JSON with train/val/test lists of object ids). Default: <root>/splits/<synset>.json,
     else <root>/assets/splits/<synset>.json (the authors' repository layout)."""
     teacher: str = "auto"
-    """Teacher feature folder under <root>: 'auto' = synth_feat_32 if present, else dino_feat_256 if
-    present, else none; 'none' = no teacher; any other value = that folder (must exist)."""
+    """Teacher feature folder under <root>: 'auto' = synth_feat_32 if present, else dino_feat_256, else
+    dinov2_feat_448, else none; 'none' = no teacher; any other value = that folder (must exist)."""
     near: float = 0.8
     """Near distance along (unit) rays."""
     far: float = 1.8
@@ -142,7 +149,7 @@ class FeatureNeRFDataParser(CategoryDataParser):
             if not path.is_file():
                 raise DataError(path, "split file not found (--splits-file)")
             return path
-        for candidate in (root / "splits" / f"{synset}.json", root / "assets" / "splits" / f"{synset}.json"):
+        for candidate in CategoryLayout(root, synset).split_file_candidates():
             if candidate.is_file():
                 return candidate
         return None
@@ -152,7 +159,7 @@ class FeatureNeRFDataParser(CategoryDataParser):
         if choice == "none":
             return None
         if choice == "auto":
-            for folder in (SYNTHETIC_TEACHER_FOLDER, DINO_TEACHER_FOLDER):
+            for folder in (SYNTHETIC_TEACHER_FOLDER, DINO_TEACHER_FOLDER, DINOV2_TEACHER_FOLDER):
                 if (layout.root / folder / layout.synset).is_dir():
                     return folder
             return None
@@ -176,12 +183,14 @@ class FeatureNeRFDataParser(CategoryDataParser):
         teacher = self._teacher_folder(layout)
         # One listing per annotation folder instead of one stat per object and file.
         present = {
-            key: _files_by_id(layout.root / folder / layout.synset, (".npz",))
+            key: _files_by_id(layout.root / folder / layout.synset, (ANNOTATION_SUFFIX,))
             for key, folder in _ANNOTATION_FOLDERS.items()
         }
         if teacher is not None:
             # The authors' features are .npz; featurenerf-teacher's cache writes .npy.
-            present["teacher_path"] = _files_by_id(layout.root / teacher / layout.synset, (".npz", ".npy"))
+            present["teacher_path"] = _files_by_id(
+                layout.root / teacher / layout.synset, (ANNOTATION_SUFFIX, CACHE_SUFFIX)
+            )
         meshes = _names(layout.root / "mesh" / layout.synset)
 
         objects = []
@@ -191,12 +200,15 @@ class FeatureNeRFDataParser(CategoryDataParser):
                 if obj_id in files:
                     folder = teacher if key == "teacher_path" else _ANNOTATION_FOLDERS[key]
                     obj.files[key] = str(layout.root / folder / layout.synset / files[obj_id])
-            if f"{obj_id}.ply" in meshes:
+            if layout.mesh(obj_id).name in meshes:
                 obj.files["mesh_path"] = str(layout.mesh(obj_id))
             objects.append(obj)
 
         if self._native_hw is None:
             self._native_hw = read_image_size(objects[0].image_paths[0])
+        if teacher is not None:
+            # features of other renders (another size) would be silently misaligned with these images
+            check_fingerprint(layout.root / teacher / layout.synset, {"image_size": list(self._native_hw)})
         if teacher is not None and self._teacher_dim is None and present["teacher_path"]:
             # Any file of the folder will do (a split, e.g. val, may have no teacher features).
             first = present["teacher_path"][min(present["teacher_path"])]
@@ -245,6 +257,7 @@ class FeatureNeRFDataParser(CategoryDataParser):
             raise DataError(cam_path, "has no frames")
         if poses.shape[1:] != (4, 4):
             raise DataError(cam_path, f"transform_matrix must be 4x4, got shape {poses.shape[1:]}")
+        check_finite(cam_path, "transform_matrix", poses)
 
         image_set = set(images)
         prefix = os.path.join(img_dir, "")  # string joins: pathlib costs more than the JSON parsing here
@@ -283,6 +296,7 @@ class FeatureNeRFDataParser(CategoryDataParser):
                 raise DataError(cam_path, f"camera_angle_x must be a number, got {fov!r}") from None
             missing = np.isnan(intrinsics[:, 0])
             intrinsics[missing] = (focal, focal, w / 2.0, h / 2.0)
+        check_finite(cam_path, "intrinsics (or camera_angle_x)", intrinsics)
         return ParsedObject(obj_id=obj_id, image_paths=paths, c2w_opencv=poses, intrinsics=intrinsics)
 
 

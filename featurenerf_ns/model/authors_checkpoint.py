@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,16 @@ class _Mismatch(ValueError):
         self.in_conf = in_conf
 
 
+def _conf_value(conf: dict, key: str, default: Any, kind: Callable[[Any], Any]) -> Any:
+    """A setting of the authors' .conf as ``kind`` (``bool``: HOCON's spellings); a mismatch naming the setting
+    when it is not one."""
+    value = hocon_get(conf, key, default)
+    try:
+        return as_bool(value, key) if kind is bool else kind(value)
+    except (TypeError, ValueError):
+        raise _Mismatch(f"{key} = {value!r} is not a {kind.__name__}", in_conf=True) from None
+
+
 def _blocks(state: Mapping[str, Tensor], prefix: str) -> int:
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
     found = {int(m.group(1)) for k in state if (m := pattern.match(k))}
@@ -256,8 +266,8 @@ def _infer(
     num_lin_z = _blocks(state, "mlp_coarse.lin_z.")
     if num_lin_z > num_blocks:
         raise _Mismatch(f"mlp_coarse has {num_lin_z} lin_z layers but only {num_blocks} blocks")
-    conf_combine = hocon_get(conf, "model.mlp_coarse.combine_layer") if conf else None
-    combine_layer = num_lin_z if num_lin_z < num_blocks else max(num_blocks, int(conf_combine or num_blocks))
+    conf_combine = _conf_value(conf, "model.mlp_coarse.combine_layer", num_blocks, int) if conf else num_blocks
+    combine_layer = num_lin_z if num_lin_z < num_blocks else max(num_blocks, conf_combine)
 
     # Input: positional code of the point (input included) plus, optionally, the raw view direction.
     d_in = int(state["mlp_coarse.lin_in.weight"].shape[1])
@@ -277,7 +287,7 @@ def _infer(
     else:
         use_viewdirs = d_in % 6 == 0
         num_freqs = (d_in - (6 if use_viewdirs else 3)) // 6
-        freq_factor = float(hocon_get(conf, "model.code.freq_factor", 1.5)) if conf else 1.5
+        freq_factor = _conf_value(conf, "model.code.freq_factor", 1.5, float) if conf else 1.5
         if d_in % 3 or num_freqs < 0:
             raise _Mismatch(f"mlp_coarse.lin_in takes {d_in} inputs, which fits no positional code of xyz")
 
@@ -287,7 +297,7 @@ def _infer(
         raise _Mismatch(f"mlp_coarse.lin_out has {d_out} outputs; at least rgb + sigma (4) are needed")
     from_conf = regress_coord is None and conf is not None
     if from_conf:
-        regress_coord = as_bool(hocon_get(conf, "model.regress_coord", False), "model.regress_coord")
+        regress_coord = _conf_value(conf, "model.regress_coord", False, bool)
     if regress_coord is None:
         if d_out == 4:
             regress_coord = False
@@ -322,7 +332,7 @@ def _infer(
 
     use_first_pool = True
     if conf is not None:
-        use_first_pool = as_bool(hocon_get(conf, "model.encoder.use_first_pool", True), "use_first_pool")
+        use_first_pool = _conf_value(conf, "model.encoder.use_first_pool", True, bool)
     else:
         notes.append("no config: assumed the encoder's first max-pool is used (pixelNeRF's sn64 config skips it)")
 
@@ -341,7 +351,12 @@ def _infer(
         share_mlp=share_mlp,
     )
     if conf is not None:
-        _check_conf(conf, arch, len(present) > 0)
+        try:
+            _check_conf(conf, arch, len(present) > 0)
+        except _Mismatch:
+            raise
+        except (TypeError, ValueError) as e:  # a model setting that is not a number where one is needed
+            raise _Mismatch(f"a model setting is malformed ({e})", in_conf=True) from None
     return arch
 
 
@@ -352,10 +367,7 @@ def _check_conf(conf: dict, arch: Architecture, backbone_known: bool) -> None:
         return hocon_get(conf, f"model.{key}", default)
 
     def flag(key: str, default: bool) -> bool:
-        try:
-            return as_bool(get(key, default), f"model.{key}")
-        except ValueError as e:
-            raise _Mismatch(str(e), in_conf=True) from None
+        return _conf_value(conf, f"model.{key}", default, bool)
 
     def contradict(key: str, conf_value: Any, weights: str) -> _Mismatch:
         return _Mismatch(f"model.{key} = {conf_value} but the checkpoint's weights have {weights}", in_conf=True)
@@ -458,7 +470,11 @@ def _settings(conf: dict, conf_path: Path | None, notes: list[str]) -> tuple[dic
     if hocon_get(conf, "renderer.sched"):
         notes.append("renderer.sched (a sample-count schedule) is ignored: the final counts are used")
     for key in ("loss.rgb.use_l1", "loss.rgb_fine.use_l1"):
-        if as_bool(hocon_get(conf, key, False), key):
+        try:
+            use_l1 = _conf_value(conf, key, False, bool)
+        except _Mismatch as e:
+            raise DataError(where, str(e)) from None
+        if use_l1:
             notes.append(f"{key} = true is ignored: fine-tuning here uses the MSE photometric loss")
     return settings, white
 

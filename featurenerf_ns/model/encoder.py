@@ -17,6 +17,8 @@ from jaxtyping import Float
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
+from featurenerf_ns.utils.io import UserError
+
 LATENT_SIZES = {"resnet18": (64, 64, 128, 256, 512), "resnet34": (64, 64, 128, 256, 512)}
 """Channels of conv1, layer1, layer2, layer3, layer4 for the supported backbones."""
 
@@ -70,7 +72,7 @@ class SpatialEncoder(nn.Module):
     def __init__(self, config: SpatialEncoderConfig):
         super().__init__()
         if not 1 <= config.num_layers <= 5:
-            raise ValueError(f"encoder num_layers must be in 1..5, got {config.num_layers}")
+            raise UserError(f"--pipeline.model.encoder.num-layers {config.num_layers}: must be in 1..5")
         self.config = config
         self.model = getattr(torchvision.models, config.backbone)(weights=None)
         # Stages past num_layers and the classifier are never used; dropping them keeps checkpoints

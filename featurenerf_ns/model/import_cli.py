@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +41,8 @@ from featurenerf_ns.model.authors_checkpoint import (
     require_fits,
     to_model_state,
 )
-from featurenerf_ns.utils.io import UserError
+from featurenerf_ns.utils.errors import report_user_errors
+from featurenerf_ns.utils.io import UserError, check_writable, make_dirs, naming_write_errors
 
 Method = Literal["auto", "featurenerf", "featurenerf-diffusion", "featurenerf-nerf-feature"]
 DataParserName = Literal["featurenerf-data", "featurenerf-srn", "featurenerf-co3d"]
@@ -135,6 +136,7 @@ def import_checkpoint(cfg: ImportConfig, console: Console | None = None) -> Path
     base_dir = config.get_base_dir()
     if base_dir.exists():
         raise UserError(f"{base_dir}: already exists; choose another --timestamp or --output-dir")
+    check_writable(base_dir.parent)
 
     model = config.pipeline.model.setup(
         scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=0
@@ -154,18 +156,25 @@ def import_checkpoint(cfg: ImportConfig, console: Console | None = None) -> Path
         "scalers": {},
     }
 
-    # Everything is written in a temporary folder next to the run and renamed into place at the end.
-    base_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{base_dir.name}.", suffix=".tmp", dir=base_dir.parent))
-    try:
-        (tmp / "config.yml").write_text(yaml.dump(config), "utf8")
-        models = tmp / config.relative_model_dir
-        models.mkdir(parents=True)
-        torch.save(checkpoint, models / "step-000000000.ckpt")
-        os.rename(tmp, base_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    # Everything is written in a temporary folder next to the run and renamed into place at the end; the folders
+    # that an import of this run killed part-way left are never trusted, and removed here.
+    make_dirs(base_dir.parent)
+    with naming_write_errors(base_dir):
+        for stale in base_dir.parent.glob(f".{base_dir.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{base_dir.name}.", suffix=".tmp", dir=base_dir.parent))
+        try:
+            (tmp / "config.yml").write_text(yaml.dump(config), "utf8")
+            models = tmp / config.relative_model_dir
+            models.mkdir(parents=True)
+            # Written by Python, a full disk is an OSError that names the run (torch's writer raises RuntimeError).
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            (models / "step-000000000.ckpt").write_bytes(buffer.getbuffer())
+            os.rename(tmp, base_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
 
     _report(console, cfg, ckpt, config, unused)
     return base_dir / "config.yml"
@@ -215,14 +224,10 @@ def _report(console: Console, cfg: ImportConfig, ckpt: AuthorsCheckpoint, config
         console.print(line, soft_wrap=True, highlight=False)
 
 
-def entrypoint() -> None:
-    """Console script ``featurenerf-import``."""
-    cfg = tyro.cli(ImportConfig)
-    try:
-        import_checkpoint(cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+@report_user_errors
+def entrypoint(args: list[str] | None = None) -> None:
+    """Console script ``featurenerf-import`` (``args``: the command line, default ``sys.argv``)."""
+    import_checkpoint(tyro.cli(ImportConfig, args=args))
 
 
 if __name__ == "__main__":

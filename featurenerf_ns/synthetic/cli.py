@@ -9,7 +9,8 @@ import tyro
 
 from featurenerf_ns.categories import CATEGORIES, resolve_category
 from featurenerf_ns.synthetic.generate import GenerationSettings, describe, generate_category
-from featurenerf_ns.utils.io import DataError
+from featurenerf_ns.utils.errors import report_user_errors
+from featurenerf_ns.utils.io import UserError
 
 
 @dataclass
@@ -42,7 +43,10 @@ class SynthConfig:
 def main(config: SynthConfig) -> None:
     names = list(CATEGORIES) if "all" in config.categories else list(config.categories)
     for name in names:
-        resolve_category(name)  # fail on a typo before generating anything
+        try:
+            resolve_category(name)  # fail on a typo before generating anything
+        except UserError as e:
+            raise UserError(f"--categories {name}: {e}") from None
     for name in names:
         stats = generate_category(
             config.root, name, num_objects=config.num_objects, num_views=config.num_views,
@@ -52,13 +56,10 @@ def main(config: SynthConfig) -> None:
         print(f"{describe(config.root, name)} ({stats['objects']} generated, {stats['skipped']} already complete)")
 
 
-def entrypoint() -> None:
-    """Console script entry point."""
-    config = tyro.cli(SynthConfig)
-    try:
-        main(config)
-    except (ValueError, DataError) as e:
-        raise SystemExit(f"featurenerf-synth: {e}") from None
+@report_user_errors
+def entrypoint(args: list[str] | None = None) -> None:
+    """Console script ``featurenerf-synth`` (``args``: the command line, default ``sys.argv``)."""
+    main(tyro.cli(SynthConfig, args=args))
 
 
 if __name__ == "__main__":

@@ -29,12 +29,22 @@ import numpy as np
 from PIL import Image
 
 from featurenerf_ns.categories import resolve_category
+from featurenerf_ns.geometry import CAMERA_ANGLE_X, focal_from_fov, project
 from featurenerf_ns.layout import SYNTHETIC_TEACHER_FOLDER, CategoryLayout
 from featurenerf_ns.synthetic.meshio import write_labeled_ply, write_npz_deterministic
-from featurenerf_ns.synthetic.render import CAMERA_ANGLE_X, ObjectRenderer, project_points, sample_poses
+from featurenerf_ns.synthetic.render import ObjectRenderer, sample_poses
 from featurenerf_ns.synthetic.shapes import make_object
 from featurenerf_ns.synthetic.teacher import SyntheticTeacher
-from featurenerf_ns.utils.io import DataError, atomic_path, exclusive_lock, read_json, write_json
+from featurenerf_ns.utils.io import (
+    DataError,
+    UserError,
+    atomic_path,
+    exclusive_lock,
+    make_dirs,
+    read_json,
+    remove_temporaries,
+    write_json,
+)
 
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 """Train / val / test fractions of the objects."""
@@ -122,11 +132,7 @@ def generate_object(root: str, settings_dict: dict, index: int, obj_id: str, fix
         np.random.default_rng(c) for c in np.random.SeedSequence([s.seed, int(cat.synset), 0, index]).spawn(4)
     )
     # temporary files of a run killed while writing this object (atomic writes leave nothing else behind)
-    stale = list(layout.image_dir(obj_id).glob(".*.tmp*"))
-    for f in _object_files(layout, obj_id, 0):
-        stale += f.parent.glob(f".{f.name}.*.tmp*")
-    for f in stale:
-        f.unlink(missing_ok=True)
+    remove_temporaries(_object_files(layout, obj_id, s.num_views))
     obj = make_object(cat.name, rng_shape)
     poses = fixed_poses(s, cat.synset) if fixed else sample_poses(rng_pose, s.num_views)
     renderer = ObjectRenderer(obj)
@@ -147,7 +153,7 @@ def generate_object(root: str, settings_dict: dict, index: int, obj_id: str, fix
         view = renderer.render(c2w, size, size, CAMERA_ANGLE_X, s.supersample)
         nbytes += _write_png(layout.image_dir(obj_id) / f"{v:03d}.png", view.rgba)
         part_2d[v] = view.labels
-        uv, _ = project_points(obj.keypoints, c2w, size, CAMERA_ANGLE_X)
+        uv, _ = project(obj.keypoints, c2w, focal_from_fov(CAMERA_ANGLE_X, size), (size, size))
         inside = np.all((uv >= 0) & (uv <= size - 1), axis=1)
         vis = inside & renderer.visible(obj.keypoints, c2w)
         kp_2d[v] = np.concatenate([uv[vis], obj.keypoint_ids[vis, None].astype(np.float64)], axis=1)
@@ -244,9 +250,9 @@ def generate_category(
     """
     cat = resolve_category(category)
     if image_size % 4:
-        raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
+        raise UserError(f"--image-size {image_size}: must be a multiple of 4 (the synthetic teacher is at 1/4 size)")
     settings = GenerationSettings(cat.name, num_objects, num_views, image_size, seed, teacher_dim, num_pairs)
-    root = Path(root)
+    root = make_dirs(root)
     layout = CategoryLayout(root, cat.synset)
     params_file = root / "generator" / f"{cat.synset}.json"
     params = dataclasses.asdict(settings)
@@ -261,6 +267,7 @@ def generate_category(
         return {"objects": 0, "skipped": num_objects, "seconds": 0.0, "rays": 0, "bytes": 0}
     # the split file is the completion marker: it must not survive while objects are (re)generated
     layout.split_file().unlink(missing_ok=True)
+    remove_temporaries([layout.split_file(), params_file])
     if not same:
         # camera files are the per-object completion markers: objects made with other settings become untrusted
         shutil.rmtree(root / "camera" / cat.synset, ignore_errors=True)

@@ -24,18 +24,25 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float
-from PIL import Image
 
 from featurenerf_ns.data.images import read_image, stored_rgba
-from featurenerf_ns.layout import CategoryLayout
+from featurenerf_ns.dataparsers.base import read_image_size
+from featurenerf_ns.layout import IMAGE_SUFFIXES, SPLITS, CategoryLayout
 from featurenerf_ns.teachers.base import Teacher
 from featurenerf_ns.teachers.store import encode_teacher_features, open_teacher_features
-from featurenerf_ns.utils.io import DataError, atomic_path, read_json, write_json
+from featurenerf_ns.utils.io import (
+    DataError,
+    UserError,
+    atomic_path,
+    make_dirs,
+    read_json,
+    remove_temporaries,
+    write_json,
+)
 
 FINGERPRINT_FILE = "teacher.json"
 """Fingerprint file in each ``<root>/<folder>/<synset>`` cache folder."""
 CACHE_SUFFIX = ".npy"
-SPLITS = ("train", "val", "test")
 
 
 class StaleCacheError(DataError):
@@ -133,9 +140,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: expected i/N, e.g. 0/2") from None
+        raise UserError(f"--shard {text!r}: expected i/N, e.g. 0/2") from None
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard {text!r}: expected 0 <= i < N")
+        raise UserError(f"--shard {text!r}: expected 0 <= i < N")
     return i, n
 
 
@@ -143,7 +150,7 @@ def view_paths(image_dir: Path) -> list[Path]:
     """An object's images in view order (sorted names)."""
     if not image_dir.is_dir():
         raise DataError(image_dir, "image folder not found")
-    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise DataError(image_dir, "no images (.png/.jpg)")
     return paths
@@ -206,8 +213,7 @@ def extract_category(
     first = view_paths(layout.image_dir(ids[0])) if ids else []
     fingerprint = teacher.fingerprint()
     if first:
-        with Image.open(first[0]) as im:
-            fingerprint["image_size"] = [im.height, im.width]
+        fingerprint["image_size"] = list(read_image_size(first[0]))
     stored = read_fingerprint(out_dir)
     if stored is not None and fingerprint_diff(stored, fingerprint):
         if not overwrite:
@@ -215,7 +221,7 @@ def extract_category(
         for p in out_dir.glob(f"*{CACHE_SUFFIX}"):
             if not p.name.startswith("."):
                 p.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     write_fingerprint(out_dir, fingerprint)
 
     todo, skipped = [], []
@@ -227,6 +233,8 @@ def extract_category(
         else:
             todo.append(obj_id)
 
+    # this run's objects are its own (shards split the objects): what a killed run left of them can go
+    remove_temporaries(cache_path(out_dir, obj_id) for obj_id in todo)
     start = time.perf_counter()
     done: list[str] = []
     with _progress(progress, len(todo), f"{fingerprint.get('teacher', 'teacher')} {layout.synset}") as advance:

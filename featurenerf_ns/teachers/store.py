@@ -52,7 +52,7 @@ class TeacherFeatures:
                 self._sparse = _Sparse(self.path, arr)
                 shape = self._sparse.shape
             else:
-                self._feats, shape = arr, arr.shape
+                self._feats, shape = _floats(self.path, arr), arr.shape
         else:
             shape = _npz_shape(self.path)
         if len(shape) != 4:
@@ -75,9 +75,10 @@ class TeacherFeatures:
         if self._feats is None:
             try:
                 with np.load(self.path, allow_pickle=False) as npz:
-                    self._feats = npz["feats"]
+                    feats = npz["feats"]
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
                 raise DataError(self.path, f"{_BAD} with a 'feats' array ({e})") from None
+            self._feats = _floats(self.path, feats)
         return self._feats
 
     def read(self, views: Sequence[int]) -> np.ndarray:
@@ -86,9 +87,11 @@ class TeacherFeatures:
         bad = [v for v in views if not -self.num_views <= v < self.num_views]
         if bad:
             raise DataError(self.path, f"views {bad} out of range for {self.num_views} views")
-        if self._sparse is not None:
-            return self._sparse.read(views)
-        return np.asarray(self._array()[views], dtype=np.float32)
+        feats = self._sparse.read(views) if self._sparse is not None else self._array()[views].astype(np.float32)
+        if not np.isfinite(feats).all():
+            # a NaN would not fail here but turn distillation losses and similarity scores into noise
+            raise DataError(self.path, f"views {views} hold NaN or infinite features")
+        return feats
 
 
 class _Sparse:
@@ -119,6 +122,12 @@ class _Sparse:
             v = v % nv
             out[i][:, self.mask[v]] = self.cells[self.offsets[v] : self.offsets[v + 1]].T
         return out.reshape(len(views), d, h, w)
+
+
+def _floats(path: Path, feats: np.ndarray) -> np.ndarray:
+    if not np.issubdtype(feats.dtype, np.floating):
+        raise DataError(path, f"{_BAD}: features must be floats, got {feats.dtype}")
+    return feats
 
 
 def _pad64(n: int) -> int:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from featurenerf_ns.categories import resolve_category
 from featurenerf_ns.transfer.matching import nearest_neighbors
+from featurenerf_ns.utils.errors import report_user_errors
 from featurenerf_ns.utils.io import UserError, atomic_path
 
 
@@ -124,11 +125,8 @@ def run_edit(config: EditConfig) -> list[Path]:
     return written
 
 
-def entrypoint() -> None:
-    """Console script ``featurenerf-edit``."""
-    config = tyro.cli(EditConfig)
-    try:
-        for path in run_edit(config):
-            print(f"wrote {path}")
-    except UserError as e:
-        raise SystemExit(f"featurenerf-edit: {e}") from None
+@report_user_errors
+def entrypoint(args: list[str] | None = None) -> None:
+    """Console script ``featurenerf-edit`` (``args``: the command line, default ``sys.argv``)."""
+    for path in run_edit(tyro.cli(EditConfig, args=args)):
+        print(f"wrote {path}")

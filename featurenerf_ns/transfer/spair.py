@@ -48,10 +48,11 @@ from rich.table import Table
 from torch import Tensor
 
 from featurenerf_ns.dataparsers.co3d_cache import crop_resize, square_crop_box
+from featurenerf_ns.geometry import CAMERA_DISTANCE, intrinsics_of, look_at_opengl
 from featurenerf_ns.teachers.dino import DinoTeacherConfig
 from featurenerf_ns.transfer.matching import nearest_neighbors
 from featurenerf_ns.transfer.metrics import nanmean, pck
-from featurenerf_ns.utils.io import DataError, atomic_path, read_json, write_json
+from featurenerf_ns.utils.io import DataError, UserError, atomic_path, read_json, write_json
 
 SPAIR_SPLITS = ("trn", "val", "test")
 DEFAULT_ALPHAS = (0.05, 0.1, 0.15)
@@ -224,25 +225,22 @@ class NeRFCropFeatures:
         self,
         model,
         feature: Literal["v_nerf", "feature"] = "v_nerf",
-        camera_distance: float = 1.3,
+        camera_distance: float = CAMERA_DISTANCE,
         focal: float | None = None,
     ):
         from nerfstudio.cameras.cameras import Cameras, CameraType
-
-        from featurenerf_ns.synthetic.render import look_at
-        from featurenerf_ns.utils.cameras import OPENCV_TO_OPENGL
 
         self.model = model  # TrainedFeatureNeRF
         self.feature = feature
         h, w = model.image_size
         if h != w:
-            raise ValueError(f"the canonical camera needs a square model resolution, got {h}x{w}")
+            raise UserError(f"SPair needs a model trained on square images (a canonical camera), got {h}x{w}")
         self.size = h
         if focal is None:
             cams = model.datamanager.train_dataparser_outputs.cameras
             focal = float(torch.median(cams.fx[:, 0] / cams.width[:, 0].float()).item() * w)
         self.focal = float(focal)
-        c2w = torch.from_numpy((look_at((0.0, 0.0, camera_distance)) @ OPENCV_TO_OPENGL)[:3]).float()
+        c2w = look_at_opengl(torch.tensor([[0.0, 0.0, camera_distance]], dtype=torch.float64))[0].float()
         self.camera = Cameras(
             camera_to_worlds=c2w[None],
             fx=torch.tensor([[self.focal]]),
@@ -259,7 +257,7 @@ class NeRFCropFeatures:
         m = self.model.model
         dev = self.model.device
         cam = self.camera.to(dev)
-        intr = torch.cat((cam.fx, cam.fy, cam.cx, cam.cy), dim=-1).view(1, 1, 4)
+        intr = intrinsics_of(cam).view(1, 1, 4)
         image = crop[..., :3].permute(2, 0, 1)[None, None].to(dev)
         cond = m.encode(image, cam.camera_to_worlds.view(1, 1, 3, 4), intr)
         return m.render_camera(cond, cam, frozenset({self.feature}))[self.feature]
@@ -467,7 +465,7 @@ class SpairConfig:
     """Crop size in pixels; default the model's resolution (128 without a model)."""
     crop_margin: float = 0.1
     """Margin around the box on each side, as a fraction of its longer side (as the CO3D preprocessing)."""
-    camera_distance: float = 1.3
+    camera_distance: float = CAMERA_DISTANCE
     """Distance of the canonical camera from the object centre."""
     focal: float | None = None
     """Focal length (px at the crop size) of the canonical camera; default the training cameras' median."""
@@ -500,7 +498,7 @@ def run_spair(cfg: SpairConfig, console: Console | None = None) -> dict[str, Pat
         model = TrainedFeatureNeRF.load(Path(cfg.load_config))
         nerf = NeRFCropFeatures(model, cfg.feature, cfg.camera_distance, cfg.focal)
         if size is not None and size != nerf.size:
-            raise ValueError(f"--image-size {size} differs from the model's resolution {nerf.size}")
+            raise UserError(f"--image-size {size} differs from the model's resolution {nerf.size}")
         size = nerf.size
         parts = [p for p in Path(cfg.load_config).parent.parts[-2:] if p]
         methods[f"{'/'.join(parts)} ({cfg.feature})"] = nerf
@@ -513,7 +511,7 @@ def run_spair(cfg: SpairConfig, console: Console | None = None) -> dict[str, Pat
                 skipped["teacher"] = str(e)
                 console.print(f"[yellow]skipping the teacher baseline: {escape(str(e))}[/yellow]")
     if not methods:
-        raise ValueError(f"nothing to evaluate: give --load-config or a baseline that can run (skipped: {skipped})")
+        raise UserError(f"nothing to evaluate: give --load-config or a baseline that can run (skipped: {skipped})")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console) as progress:
         tasks = {n: progress.add_task(f"{escape(n)}: SPair {cfg.split}", total=len(pairs)) for n in methods}

@@ -7,13 +7,13 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from featurenerf_ns.categories import resolve_category
 from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.dataparsers.records import ObjectRecord
+from featurenerf_ns.geometry import focal_from_fov
 from featurenerf_ns.utils.io import DataError
 from tests.dataparsers.dataparser_fixtures import SYNSET, make_authors_layout, write_rgba
 
@@ -110,7 +110,7 @@ def test_frame_intrinsics_override(authors_root: Path):
     cams = parse(authors_root / "chair").cameras
     assert cams.fx[1].item() == 30.0 and cams.fy[1].item() == 31.0
     assert cams.cx[1].item() == 15.5 and cams.cy[1].item() == 17.5
-    focal = 32 / (2 * np.tan(0.6911112070083618 / 2))
+    focal = focal_from_fov(0.6911112070083618, 32)
     assert cams.fx[0].item() == pytest.approx(focal) and cams.cx[0].item() == 16.5
 
 

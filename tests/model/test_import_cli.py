@@ -139,7 +139,7 @@ def test_imported_run_fine_tunes_with_the_printed_command(parity, tiny_root, tmp
     )
     teacher_dim = 16  # tests/conftest.py TINY
     if parity.conf["model"]["d_embed"] != teacher_dim:
-        assert first.returncode != 0
+        assert first.returncode == 2
         assert "--pipeline.model.lambda-distill 0" in first.stderr.strip().splitlines()[-1]
         command += ["--pipeline.model.lambda-distill", "0"]
     second = subprocess.run(

@@ -10,6 +10,7 @@ from trimesh.ray.ray_pyembree import RayMeshIntersector
 
 import featurenerf_ns.synthetic.generate as gen
 from featurenerf_ns.categories import resolve_category
+from featurenerf_ns.geometry import focal_from_fov
 from featurenerf_ns.layout import SYNTHETIC_TEACHER_FOLDER, CategoryLayout
 from featurenerf_ns.synthetic.meshio import read_labeled_ply
 from featurenerf_ns.utils.io import DataError
@@ -35,7 +36,7 @@ def _project_authors(points, frame_matrix, camera_angle_x, W, H):
     pose = np.asarray(frame_matrix, dtype=np.float64) @ np.diag([1.0, -1.0, -1.0, 1.0])
     w2c = np.linalg.inv(pose)
     cam = (w2c[:3, :3] @ np.asarray(points, dtype=np.float64).T).T + w2c[:3, 3]
-    f = 0.5 * W / np.tan(0.5 * camera_angle_x)
+    f = focal_from_fov(camera_angle_x, W)
     # pixelNeRF rays: dir = ((x - W/2) / f, -(y - H/2) / f, -1)
     x = W / 2 + f * cam[:, 0] / -cam[:, 2]
     y = H / 2 - f * cam[:, 1] / -cam[:, 2]
@@ -304,5 +305,9 @@ def test_cli(tmp_path, monkeypatch, capsys):
     assert "bottle (02876657)" in out and "motorcycle (03790512)" in out
     assert (tmp_path / "splits" / "02876657.json").is_file() and (tmp_path / "splits" / "03790512.json").is_file()
     monkeypatch.setattr("sys.argv", ["featurenerf-synth", "--root", str(tmp_path), "--categories", "sofa"])
-    with pytest.raises(SystemExit, match="unknown category 'sofa'"):
+    with pytest.raises(SystemExit) as e:
         cli.entrypoint()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("error: --categories sofa: unknown category 'sofa'; known categories: chair (03001627)")

@@ -1,5 +1,5 @@
 """Locking: portable (nothing platform-specific imported by the entry-point modules) and exclusive across
-processes."""
+processes; the temporary files of killed writes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from featurenerf_ns.utils.io import exclusive_lock
+from featurenerf_ns.utils.io import exclusive_lock, remove_temporaries
 
 HOLD_S = 1.5
 
@@ -24,7 +24,7 @@ def test_exclusive_lock_makes_a_second_process_wait(tmp_path):
     lock, marker = tmp_path / "x.lock", tmp_path / "holder.txt"
     holder = (
         "import sys, time\n"
-        "from featurenerf_ns.utils.io import exclusive_lock\n"
+        "from featurenerf_ns.utils.io import exclusive_lock, remove_temporaries\n"
         f"with exclusive_lock({str(lock)!r}):\n"
         f"    open({str(marker)!r}, 'w').write('held')\n"
         f"    time.sleep({HOLD_S})\n"
@@ -42,3 +42,21 @@ def test_exclusive_lock_makes_a_second_process_wait(tmp_path):
     finally:
         proc.wait(timeout=120)
     assert proc.returncode == 0
+
+
+def test_remove_temporaries_clears_a_killed_write_of_the_named_files_only(tmp_path):
+    # a process killed inside atomic_path's block leaves its real temporary file behind
+    killed = (
+        "import os, sys\n"
+        "from featurenerf_ns.utils.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'partial')\n"
+        "    os._exit(9)\n"
+    )
+    for name in ("obj.npy", "other.npy"):
+        assert subprocess.run([sys.executable, "-c", killed, str(tmp_path / name)], timeout=120).returncode == 9
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and all(n.startswith((".obj.npy.", ".other.npy.")) and ".tmp" in n for n in left)
+    (tmp_path / "obj.npy.json").write_text("{}")  # a file whose name starts like one: not a temporary
+    remove_temporaries([tmp_path / "obj.npy", tmp_path / "absent" / "x.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["obj.npy.json", *(n for n in left if "other" in n)])
