@@ -33,6 +33,7 @@ from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataPar
 from featurenerf_ns.dataparsers.records import ObjectRecord
 from featurenerf_ns.teachers.diffusion import DiffusionTeacherConfig
 from featurenerf_ns.teachers.dino import DinoTeacherConfig
+from featurenerf_ns.teachers.dinov2 import Dinov2TeacherConfig
 from featurenerf_ns.teachers.online import OnlineTeacher
 from featurenerf_ns.teachers.store import open_teacher_features
 
@@ -66,7 +67,7 @@ class FeatureNeRFDataManagerConfig(DataManagerConfig):
     """Seed that draws the eval triples."""
     seed: int = 42
     """Seed of the training sampler (offset by rank)."""
-    online_teacher: DinoTeacherConfig | DiffusionTeacherConfig | None = None
+    online_teacher: DinoTeacherConfig | Dinov2TeacherConfig | DiffusionTeacherConfig | None = None
     """Compute teacher features on the fly for the loaded target views (for users with a GPU and little disk)
     instead of reading the cached teacher folder; None reads the cache."""
 
@@ -128,6 +129,8 @@ class FeatureNeRFDataManager(DataManager):
         # not occupy one of the pool's workers.
         self._prefetch = ThreadPoolExecutor(max_workers=1)
         self._rng = random.Random(config.seed + local_rank)
+        # The sampler's state before the prefetched plan was drawn: what a resumed run must start from.
+        self._rng_before_pending = self._rng.getstate()
         self._pending: tuple[int, Future] | None = None
         super().__init__()
 
@@ -172,6 +175,12 @@ class FeatureNeRFDataManager(DataManager):
             teacher = torch.from_numpy(self._open_teacher(record.teacher_path).read(views))
         return ViewBatch(record, list(views), torch.from_numpy(rgba), teacher, stored)
 
+    def compute_online_teacher(self, views: ViewBatch) -> None:
+        """Fill ``views.teacher`` with the online teacher's maps of views loaded with their stored pixels (cached
+        teacher maps are read by :meth:`load_views` itself)."""
+        if self.online_teacher is not None and views.stored is not None:
+            views.teacher = self.online_teacher(views.stored.to(self.device)).cpu()
+
     def source_conditioning_inputs(
         self, cameras: Cameras, records: list[ObjectRecord], source_views: list[list[int]], images: Tensor
     ) -> dict[str, Tensor]:
@@ -212,6 +221,7 @@ class FeatureNeRFDataManager(DataManager):
             loaded = self._pending[1].result()
         else:
             loaded = self._load_plan(self._plan_train())
+        self._rng_before_pending = self._rng.getstate()
         next_plan = self._plan_train()
         self._pending = (step + 1, self._prefetch.submit(self._load_plan, next_plan))
         return loaded
@@ -222,8 +232,7 @@ class FeatureNeRFDataManager(DataManager):
         use_bbox = step < self.config.bbox_sampling_steps
         ray_indices, rgb, teacher = [], [], []
         for trg in (t for _, t in loaded):
-            if self.online_teacher is not None:
-                trg.teacher = self.online_teacher(trg.stored.to(self.device)).cpu()
+            self.compute_online_teacher(trg)
             idx, pix_view, ys, xs = self._sample_pixels(trg, self.config.rays_per_object, use_bbox)
             ray_indices.append(idx)
             rgb.append(trg.rgba[pix_view, ys, xs, :3])
@@ -258,20 +267,61 @@ class FeatureNeRFDataManager(DataManager):
         cams = torch.tensor([views.record.camera_index(v) for v in views.views])[pix_view]
         return torch.stack((cams, ys, xs), dim=-1), pix_view, ys, xs
 
+    # ------------------------------------------------------------------------------------- resume
+    def sampler_state(self) -> dict[str, Tensor | int]:
+        """Where the object/view sampler and the eval counter stand, as tensors and ints (checkpoint-safe).
+
+        The plan prefetched for the next step is drawn but not yet trained on: the state is taken before it, so a
+        run resumed from a checkpoint draws the plan an uninterrupted run would have used.
+        """
+        version, internal, gauss = self._rng_before_pending
+        assert gauss is None, "the sampler never draws Gaussian numbers"
+        return {
+            "plan_rng": torch.tensor(internal, dtype=torch.int64),
+            "plan_rng_version": version,
+            "train_count": self.train_count,
+            "eval_count": self.eval_count,
+        }
+
+    def load_sampler_state(self, state: dict[str, Tensor | int]) -> None:
+        """Continue sampling from :meth:`sampler_state` (drops a plan prefetched from the fresh state).
+
+        Under DDP only rank 0's state is in the checkpoint (nerfstudio saves on rank 0): every rank then reseeds from
+        the configured seed, its rank and the number of steps done, so the ranks keep drawing different streams.
+        """
+        self.train_count = int(state["train_count"])
+        self.eval_count = int(state["eval_count"])
+        if self.world_size > 1:
+            self._rng.seed(self.config.seed + self.local_rank + 1_000_003 * self.train_count)
+        else:
+            internal = tuple(int(x) for x in state["plan_rng"].tolist())  # type: ignore[union-attr]
+            self._rng.setstate((int(state["plan_rng_version"]), internal, None))
+        self._rng_before_pending = self._rng.getstate()
+        self._pending = None
+
     # ------------------------------------------------------------------------------------- evaluation
     def eval_example(self, triple_index: int) -> tuple[Cameras, dict]:
-        """Target camera and batch (GT image, source conditioning inputs) of a fixed eval triple."""
+        """Target camera and batch of a fixed eval triple: GT ``image`` ``(H, W, 3)``, source ``conditioning``
+        inputs, the ``triple``, and, when there is a teacher, ``teacher`` ``(H, W, D)``: its feature at every pixel of
+        the target view, sampled as the training rays' targets are (:func:`sample_teacher`)."""
         obj, src, trg = self.eval_triples[triple_index % len(self.eval_triples)]
         rec = self.eval_objects[obj]
-        views = self.load_views(rec, [src, trg], with_teacher=False)
+        source = self.load_views(rec, [src], with_teacher=False)
+        target = self.load_views(rec, [trg])
         cameras = self.eval_dataparser_outputs.cameras
         batch = {
-            "image": views.rgba[1, ..., :3].to(self.device),
+            "image": target.rgba[0, ..., :3].to(self.device),
             "conditioning": self.source_conditioning_inputs(
-                cameras, [rec], [[src]], views.rgba[:1, ..., :3].permute(0, 3, 1, 2)[None]
+                cameras, [rec], [[src]], source.rgba[..., :3].permute(0, 3, 1, 2)[None]
             ),
             "triple": (rec.obj_id, src, trg),
         }
+        self.compute_online_teacher(target)
+        if target.teacher is not None:
+            H, W = self.image_hw
+            ys, xs = (g.reshape(-1) for g in torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij"))
+            pixels = sample_teacher(target.teacher, torch.zeros_like(xs), xs, ys, self.image_hw)
+            batch["teacher"] = pixels.view(H, W, -1).to(self.device)
         return cameras[rec.camera_index(trg) : rec.camera_index(trg) + 1].to(self.device), batch
 
     def next_eval_image(self, step: int) -> tuple[Cameras, dict]:

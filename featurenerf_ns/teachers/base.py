@@ -8,8 +8,11 @@ only ever run under ``torch.no_grad``: they are frozen targets, never part of th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +22,8 @@ from jaxtyping import Float
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
+from featurenerf_ns.utils.io import UserError
+
 FINGERPRINT_VERSION = 1
 """Bumped whenever extraction changes in a way that changes stored values."""
 
@@ -26,8 +31,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class TeacherUnavailableError(RuntimeError):
-    """Pretrained weights of a teacher cannot be found; the message (one line) names the file to get."""
+class TeacherUnavailableError(UserError):
+    """Pretrained weights of a teacher cannot be found; the message (one line) names the file to get and the option
+    that takes it."""
 
 
 @dataclass
@@ -118,6 +124,80 @@ def composite(rgba: Float[Tensor, "B 4 H W"], background: str) -> Float[Tensor, 
 def downsample_mask(alpha: Float[Tensor, "B 1 H W"], size: tuple[int, int] | torch.Size) -> Float[Tensor, "B 1 h w"]:
     """Foreground (alpha > 0) at the feature map's cells: nearest resize, as the authors' script."""
     return F.interpolate(alpha, size=tuple(size), mode="nearest") > 0
+
+
+def imagenet_input(rgb: Float[Tensor, "B 3 H W"], size: int) -> Float[Tensor, "B 3 size size"]:
+    """ViT input: ImageNet-normalised, then resized (bilinear) to ``size`` x ``size``.
+
+    Normalised before resizing: the order of the authors' DINO script (the two commute up to rounding).
+    """
+    mean = torch.tensor(IMAGENET_MEAN, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    x = (rgb - mean) / std
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every module asked for has run: the rest of the network is skipped."""
+
+
+def run_until(forward: Callable[[], object], modules: Sequence[nn.Module]) -> list[Tensor]:
+    """Outputs of ``modules`` (the first element of a tuple output) during ``forward()``, which stops as soon as
+    all of them have run: a teacher needs intermediate activations, never the network's own output."""
+    captured: dict[int, Tensor] = {}
+
+    def hook(index: int):
+        def fn(module, inputs, output):
+            captured[index] = output[0] if isinstance(output, tuple) else output
+            if len(captured) == len(modules):
+                raise _StopForward
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    try:
+        forward()
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if len(captured) != len(modules):
+        raise RuntimeError(f"{len(modules) - len(captured)} of the requested modules did not run in the forward pass")
+    return [captured[i] for i in range(len(modules))]
+
+
+@contextlib.contextmanager
+def hugging_face_hub(allow_download: bool) -> Iterator[None]:
+    """Load transformers/diffusers models quietly; without ``allow_download``, with the Hugging Face hub offline.
+
+    ``local_files_only=True`` alone is not enough: huggingface_hub still contacts the hub while it builds request
+    headers (it fetches a registry of "agent harnesses"), so the hub's own offline switch is turned on for the
+    duration. Log messages, progress bars and warnings of transformers and huggingface_hub are silenced (the caller
+    reports errors in one line; diffusers passes huggingface_hub a deprecated argument that warns on every load).
+    """
+    import huggingface_hub.constants as hub_constants
+    from huggingface_hub.utils import logging as hlogging
+    from transformers.utils import logging as tlogging
+
+    offline, bars = hub_constants.HF_HUB_OFFLINE, tlogging.is_progress_bar_enabled()
+    levels = tlogging.get_verbosity(), hlogging.get_verbosity()
+    hub_constants.HF_HUB_OFFLINE = offline or not allow_download
+    tlogging.set_verbosity_error()
+    hlogging.set_verbosity_error()
+    tlogging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = offline
+        tlogging.set_verbosity(levels[0])
+        hlogging.set_verbosity(levels[1])
+        if bars:
+            tlogging.enable_progress_bar()
 
 
 def file_sha256(path: os.PathLike | str, chunk: int = 1 << 20) -> str:

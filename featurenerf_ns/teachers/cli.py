@@ -1,14 +1,14 @@
-"""featurenerf-teacher {dino,diffusion}: extract teacher features of a category split into the cache.
+"""featurenerf-teacher {dino,dinov2,diffusion}: extract teacher features of a category split into the cache.
 
 Examples::
 
     featurenerf-teacher dino --data shapenet/chair --split train --teacher.weights dino_deitsmall8_pretrain.pth
+    featurenerf-teacher dinov2 --data shapenet/chair --teacher.weights ./dinov2-small
     featurenerf-teacher diffusion --data shapenet/car --teacher.model ./stable-diffusion-v1-5 --shard 1/4
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,11 +17,13 @@ import tyro
 
 from featurenerf_ns.categories import resolve_category
 from featurenerf_ns.layout import CategoryLayout
-from featurenerf_ns.teachers.base import TeacherConfig, TeacherUnavailableError, resolve_device
+from featurenerf_ns.teachers.base import TeacherConfig, resolve_device
 from featurenerf_ns.teachers.cache import extract_category, object_ids, parse_shard, shard_ids
 from featurenerf_ns.teachers.diffusion import DiffusionTeacherConfig
 from featurenerf_ns.teachers.dino import DinoTeacherConfig
-from featurenerf_ns.utils.io import DataError
+from featurenerf_ns.teachers.dinov2 import Dinov2TeacherConfig
+from featurenerf_ns.utils.errors import report_user_errors
+from featurenerf_ns.utils.io import DataError, UserError
 
 
 @dataclass
@@ -37,7 +39,7 @@ class ExtractConfig:
     splits_file: Path | None = None
     """Split JSON; default <root>/splits/<synset>.json, else <root>/assets/splits/<synset>.json."""
     folder: str | None = None
-    """Cache folder under <root>; default the teacher's (dino_feat_256, diffusion_feat_128)."""
+    """Cache folder under <root>; default the teacher's (dino_feat_256, dinov2_feat_448, diffusion_feat_128)."""
     shard: str = "0/1"
     """i/N: this run does every N-th object starting at i (N runs with i = 0..N-1 = one full run)."""
     device: str | None = None
@@ -52,19 +54,15 @@ class ExtractConfig:
     """Store only the cells that are not all-zero (the foreground; lossless); --no-sparse = dense float16 arrays."""
 
     def main(self) -> None:
-        category = resolve_category(self.data.name)
+        try:
+            category = resolve_category(self.data.name)
+        except UserError as e:
+            raise DataError(self.data, f"{e} (--data is <root>/<category>)") from None
         root = self.data.parent
         layout = CategoryLayout(root, category.synset)
         split_file = self.splits_file
         if split_file is None:
-            split_file = next(
-                (
-                    p
-                    for p in (layout.split_file(), root / "assets" / "splits" / f"{category.synset}.json")
-                    if p.is_file()
-                ),
-                layout.split_file(),
-            )
+            split_file = next((p for p in layout.split_file_candidates() if p.is_file()), layout.split_file())
         ids = shard_ids(object_ids(split_file, self.split), parse_shard(self.shard))
         if self.limit is not None:
             ids = ids[: self.limit]
@@ -88,27 +86,33 @@ class DinoExtract(ExtractConfig):
 
 
 @dataclass
+class Dinov2Extract(ExtractConfig):
+    """DINOv2 ViT features (ViT-S/14 key facet of block 9, 384 x 32 x 32 by default) into
+    <root>/dinov2_feat_448/<synset>."""
+
+    teacher: Dinov2TeacherConfig = field(default_factory=Dinov2TeacherConfig)
+
+
+@dataclass
 class DiffusionExtract(ExtractConfig):
     """Stable Diffusion U-Net decoder features (960 x 128 x 128 by default) into <root>/diffusion_feat_128/<synset>."""
 
     teacher: DiffusionTeacherConfig = field(default_factory=DiffusionTeacherConfig)
 
 
+@report_user_errors
 def entrypoint(args: list[str] | None = None) -> None:
-    """Console script: parse, run, and report user errors as one line (exit code 1)."""
+    """Console script ``featurenerf-teacher`` (``args``: the command line, default ``sys.argv``)."""
     config = tyro.extras.subcommand_cli_from_dict(
         {
             "dino": DinoExtract,
+            "dinov2": Dinov2Extract,
             "diffusion": DiffusionExtract,
         },
         args=args,
         description=__doc__.split("\n")[0],
     )
-    try:
-        config.main()
-    except (DataError, TeacherUnavailableError, ValueError) as e:
-        print(f"featurenerf-teacher: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    config.main()
 
 
 if __name__ == "__main__":

@@ -21,14 +21,14 @@ every device and for every view, whatever the batching or sharding) -> U-Net wit
 text embedding -> selected up-block outputs -> ``feature_size``. With ``ensemble > 1`` features are
 averaged over that many noise draws (as DIFT does).
 
-Weights: a hub name or a local folder in the diffusers pipeline layout (``unet/``, ``vae/``,
-``text_encoder/``, ``tokenizer/``, ``scheduler/``).
+Weights: a local folder in the diffusers pipeline layout (``unet/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``) or a hub name, read from the local Hugging Face cache; the hub is contacted
+only when ``allow_download`` asks for it.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +38,13 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from featurenerf_ns.teachers.base import Teacher, TeacherConfig, TeacherUnavailableError
+from featurenerf_ns.teachers.base import (
+    Teacher,
+    TeacherConfig,
+    TeacherUnavailableError,
+    hugging_face_hub,
+    run_until,
+)
 from featurenerf_ns.utils.io import DataError
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -53,10 +59,11 @@ class DiffusionTeacherConfig(TeacherConfig):
     folder: str = "diffusion_feat_128"
     """Default cache folder."""
     model: str = SD15
-    """Hub name, or a local folder in the diffusers pipeline layout (unet/, vae/, text_encoder/, tokenizer/,
-    scheduler/)."""
-    local_files_only: bool = False
-    """Never contact the hub (a hub name must then be in the local Hugging Face cache)."""
+    """A local folder in the diffusers pipeline layout (unet/, vae/, text_encoder/, tokenizer/, scheduler/), or a
+    hub name read from the local Hugging Face cache ($HF_HOME/hub)."""
+    allow_download: bool = False
+    """Download a hub name that is not in the local Hugging Face cache. Off by default: without it nothing reaches
+    for the network, and a missing model stops the run with one line naming what to get."""
     up_blocks: tuple[int, ...] = (2, 3)
     """Decoder (up) blocks whose outputs are concatenated; (2, 3) = 640 + 320 = 960 channels for SD 1.x."""
     timestep: int = 261
@@ -95,10 +102,6 @@ class DiffusionTeacherConfig(TeacherConfig):
         return self.prompt_template.format(name=category or "").strip()
 
 
-class _StopForward(Exception):
-    """Raised by a hook once the last needed up block ran: the rest of the U-Net is skipped."""
-
-
 class DiffusionTeacher(Teacher):
     """VAE + U-Net + CLIP text encoder of a latent diffusion model, frozen."""
 
@@ -107,7 +110,7 @@ class DiffusionTeacher(Teacher):
     def __init__(self, config: DiffusionTeacherConfig, category: str | None = None, device: str | torch.device = "cpu"):
         super().__init__(config, category)
         dtype = torch.float16 if config.dtype == "float16" else torch.float32
-        parts = load_pipeline_parts(config.model, config.local_files_only, dtype)
+        parts = load_pipeline_parts(config.model, config.allow_download, dtype)
         self.unet, self.vae, self.text_encoder = parts["unet"], parts["vae"], parts["text_encoder"]
         for m in (self.unet, self.vae, self.text_encoder):
             m.eval().requires_grad_(False)
@@ -165,42 +168,25 @@ class DiffusionTeacher(Teacher):
         t = torch.full((latents.shape[0],), cfg.timestep, device=self.device, dtype=torch.long)
         noisy = self.scheduler.add_noise(latents, noise, t)
         emb = self.prompt_embedding().expand(latents.shape[0], -1, -1)
-
-        captured: dict[int, Tensor] = {}
-        last = max(cfg.up_blocks)
-
-        def hook(index: int):
-            def fn(module, inputs, output):
-                captured[index] = output[0] if isinstance(output, tuple) else output
-                if index == last:
-                    raise _StopForward
-
-            return fn
-
-        handles = [self.unet.up_blocks[i].register_forward_hook(hook(i)) for i in cfg.up_blocks]
-        try:
-            self.unet(noisy, t, encoder_hidden_states=emb)
-        except _StopForward:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
+        captured = run_until(
+            lambda: self.unet(noisy, t, encoder_hidden_states=emb), [self.unet.up_blocks[i] for i in cfg.up_blocks]
+        )
         size = (cfg.feature_size, cfg.feature_size)
         maps = [
-            F.interpolate(captured[i].float(), size=size, mode="bilinear", align_corners=False)
-            if captured[i].shape[-2:] != size
-            else captured[i].float()
-            for i in cfg.up_blocks
+            F.interpolate(c.float(), size=size, mode="bilinear", align_corners=False)
+            if c.shape[-2:] != size
+            else c.float()
+            for c in captured
         ]
         feats = torch.cat(maps, dim=1)
         return feats.reshape(cfg.ensemble, b, *feats.shape[1:]).mean(0)
 
 
-def load_pipeline_parts(model: str, local_files_only: bool, dtype: torch.dtype) -> dict[str, Any]:
+def load_pipeline_parts(model: str, allow_download: bool, dtype: torch.dtype) -> dict[str, Any]:
     """U-Net, VAE, text encoder, tokenizer and (DDPM) scheduler from a local folder or a hub name.
 
     A hub name is looked up in the local Hugging Face cache first; the hub is contacted only when it is
-    not there and ``local_files_only`` is False.
+    not there and ``allow_download`` is True.
 
     Raises:
         TeacherUnavailableError: neither a local folder nor obtainable from the hub (one line).
@@ -208,8 +194,8 @@ def load_pipeline_parts(model: str, local_files_only: bool, dtype: torch.dtype) 
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from diffusers.utils import logging as dlogging
+    from huggingface_hub.constants import HF_HUB_CACHE
     from transformers import CLIPTextModel, CLIPTokenizer
-    from transformers.utils import logging as tlogging
 
     loaders = {
         "unet": lambda src, **kw: UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dtype, **kw),
@@ -221,13 +207,9 @@ def load_pipeline_parts(model: str, local_files_only: bool, dtype: torch.dtype) 
         # Any SD scheduler config has the betas; DDPM's add_noise is the forward process itself.
         "scheduler": lambda src, **kw: DDPMScheduler.from_pretrained(src, subfolder="scheduler", **kw),
     }
-    levels = dlogging.get_verbosity(), tlogging.get_verbosity()
-    bars = tlogging.is_progress_bar_enabled()
+    level = dlogging.get_verbosity()
     dlogging.set_verbosity_error()
-    tlogging.set_verbosity_error()
-    tlogging.disable_progress_bar()
     try:
-        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
         folder = Path(model).expanduser()
         if folder.is_dir():
             missing = [p for p in _PARTS if not (folder / p).is_dir()]
@@ -236,29 +218,29 @@ def load_pipeline_parts(model: str, local_files_only: bool, dtype: torch.dtype) 
                     folder, f"not a diffusers pipeline folder: missing {', '.join(m + '/' for m in missing)}"
                 )
             try:
-                return {name: load(str(folder)) for name, load in loaders.items()}
+                with hugging_face_hub(allow_download=False):
+                    return {name: load(str(folder), local_files_only=True) for name, load in loaders.items()}
             except (OSError, ValueError, KeyError) as e:
                 raise DataError(
                     folder, f"cannot load the diffusion model ({type(e).__name__}: {str(e)[:160]})"
                 ) from None
-        attempts = [True] if local_files_only else [True, False]
-        error: Exception | None = None
-        for offline in attempts:
-            try:
-                return {name: load(model, local_files_only=offline) for name, load in loaders.items()}
-            except Exception as e:  # hub errors come as OSError, HTTP, connection or value errors
-                error = e
-        raise TeacherUnavailableError(
-            f"diffusion model {model!r} is not a local folder and could not be loaded from the Hugging Face hub "
-            f"or its cache ({type(error).__name__}): download {SD15} (diffusers layout: "
-            f"{', '.join(p + '/' for p in _PARTS)}) and pass its folder with --teacher.model PATH "
-            "(DiffusionTeacherConfig.model)"
-        )
+        try:
+            with hugging_face_hub(allow_download):
+                return {name: load(model, local_files_only=not allow_download) for name, load in loaders.items()}
+        except Exception as e:  # hub errors come as OSError, HTTP, connection or value errors
+            where = (
+                "downloaded from the Hugging Face hub"
+                if allow_download
+                else f"found in the local Hugging Face cache ({HF_HUB_CACHE})"
+            )
+            raise TeacherUnavailableError(
+                f"diffusion model {model!r} is not a local folder and could not be {where} ({type(e).__name__}): "
+                f"download {SD15} (diffusers layout: {', '.join(p + '/' for p in _PARTS)}) and pass its folder with "
+                "--teacher.model PATH (DiffusionTeacherConfig.model)"
+                + ("" if allow_download else ", or let the teacher download it with --teacher.allow-download")
+            ) from None
     finally:
-        dlogging.set_verbosity(levels[0])
-        tlogging.set_verbosity(levels[1])
-        if bars:
-            tlogging.enable_progress_bar()
+        dlogging.set_verbosity(level)
 
 
 def _model_id(model: str) -> str:

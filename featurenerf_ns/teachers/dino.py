@@ -11,36 +11,37 @@ which differs slightly from timm's own checkpoint resampling.
 
 Weights come from a local file (DINO's official state dict, e.g. ``dino_deitsmall8_pretrain.pth``,
 a full DINO training checkpoint's ``teacher``/``student`` backbone, or a timm state dict) or, when no
-file is given, from timm's pretrained mechanism (torch hub cache, downloads when online).
+file is given, from the torch hub cache (``<torch hub dir>/checkpoints/<file of timm's weights URL>``, where
+timm and ``torch.hub`` keep downloads). Nothing is downloaded unless ``allow_download`` asks for it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import os
-import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import timm
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from featurenerf_ns.teachers.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Teacher,
     TeacherConfig,
     TeacherUnavailableError,
     file_sha256,
+    imagenet_input,
 )
-from featurenerf_ns.utils.io import DataError
+from featurenerf_ns.utils.io import DataError, UserError
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
+
+# timm is imported where a ViT is built, not here: importing it takes seconds (it pulls in wandb), and every
+# nerfstudio command loads this module through the method configs.
 
 Facet = Literal["key", "query", "value", "token"]
 _QKV_INDEX = {"query": 0, "key": 1, "value": 2}
@@ -60,7 +61,12 @@ class DinoTeacherConfig(TeacherConfig):
     """timm model name: the architecture, and the hub weights used when ``weights`` is None."""
     weights: Path | None = None
     """Local weights file: DINO's release (``dino_deitsmall8_pretrain.pth``), a DINO training checkpoint
-    or a timm state dict. None = timm's pretrained weights for ``model_name`` (torch hub cache)."""
+    or a timm state dict. None = the file of timm's weights URL for ``model_name`` in the torch hub cache
+    (``$TORCH_HOME/hub/checkpoints/``)."""
+    allow_download: bool = False
+    """With no ``weights`` and nothing in the torch hub cache, download timm's weights for ``model_name`` into
+    that cache. Off by default: without it nothing reaches for the network, and missing weights stop the run
+    with one line naming the file to get."""
     random_init: bool = False
     """Use randomly initialised weights (benchmarks and tests only: the features mean nothing)."""
     arch: dict[str, int] = field(default_factory=dict)
@@ -108,8 +114,6 @@ class DinoTeacher(Teacher):
             raise ValueError(f"layer {config.layer} out of range: {config.model_name} has {depth} blocks (0-based)")
         if config.input_size % self.patch_size:
             raise ValueError(f"input_size {config.input_size} is not a multiple of the patch size {self.patch_size}")
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.to(device)
 
     @property
@@ -150,12 +154,7 @@ class DinoTeacher(Teacher):
         return self.vit.pos_drop(t + self.pos_embed(h, w)), h, w
 
     def features(self, rgb: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B D h w"]:
-        size = self.config.input_size
-        # Normalised, then resized: the authors' order (the two commute up to rounding).
-        x = (rgb - self.mean) / self.std
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        t, h, w = self.tokens(x)
+        t, h, w = self.tokens(imagenet_input(rgb, self.config.input_size))
         for blk in self.vit.blocks[: self.config.layer]:
             t = blk(t)
         blk = self.vit.blocks[self.config.layer]
@@ -173,38 +172,55 @@ def load_vit(config: DinoTeacherConfig) -> VisionTransformer:
     """Build ``config.model_name`` (with ``config.arch``) and load its weights.
 
     Raises:
-        TeacherUnavailableError: no local file and timm's hub weights cannot be had (one line naming the
-            file to get and the option that takes it).
-        DataError: the local file is missing or does not fit the architecture.
+        TeacherUnavailableError: no weights file given, none in the torch hub cache, and no download asked for
+            (or the download failed): one line naming the file to get and the options that take it.
+        DataError: the weights file is missing or does not fit the architecture.
     """
+    import timm
+
     if config.model_name not in timm.list_models():
-        raise ValueError(f"unknown timm model {config.model_name!r} (timm {timm.__version__})")
-    if config.arch or config.random_init or config.weights is not None:
-        model = _build(config)
-        if config.weights is not None:
-            model.load_state_dict(_read_state_dict(config.weights, model))
-        return model
+        raise UserError(f"--teacher.model-name: unknown timm model {config.model_name!r} (timm {timm.__version__})")
+    model = _build(config)
+    if not config.random_init:
+        path = config.weights if config.weights is not None else _hub_weights(config)
+        model.load_state_dict(_read_state_dict(path, model))
+    return model
+
+
+def _hub_weights(config: DinoTeacherConfig) -> Path:
+    """The torch hub cache's file of timm's weights for ``config.model_name``, downloaded first if asked."""
+    import timm
+
     url = (timm.models.get_pretrained_cfg(config.model_name) or {}).get("url", "") or ""
-    name = os.path.basename(url) or f"{config.model_name} weights"
     if not url:
-        # timm would silently fall back to random weights for a model without a weights URL.
         raise TeacherUnavailableError(
             f"timm has no pretrained weights for {config.model_name}: pass a weights file with --teacher.weights PATH "
             "(DinoTeacherConfig.weights)"
         )
-    try:
-        # torch.hub prints "Downloading: ..." before failing; the error below says it all in one line.
-        with contextlib.redirect_stderr(io.StringIO()):
-            return timm.create_model(config.model_name, pretrained=True)
-    except (urllib.error.URLError, OSError, RuntimeError, ValueError) as e:
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if path.is_file():
+        return path
+    get = f"get {path.name} from the DINO release ({url}) and pass it with --teacher.weights PATH"
+    if not config.allow_download:
         raise TeacherUnavailableError(
-            f"DINO weights for {config.model_name} unavailable offline ({type(e).__name__}): get {name} from the "
-            f"DINO release ({url or 'github.com/facebookresearch/dino'}) and pass it with --teacher.weights PATH "
+            f"DINO weights for {config.model_name} not found: {get}, or put it in the torch hub cache "
+            f"({path.parent}), or let the teacher download it with --teacher.allow-download (DinoTeacherConfig)"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+    except OSError as e:  # URLError and HTTPError are OSErrors
+        raise TeacherUnavailableError(
+            f"DINO weights for {config.model_name} could not be downloaded ({type(e).__name__}): {get} "
             "(DinoTeacherConfig.weights)"
         ) from None
+    return path
 
 
 def _build(config: DinoTeacherConfig) -> VisionTransformer:
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
     if not config.arch:
         return timm.create_model(config.model_name, pretrained=False)
     ref = timm.create_model(config.model_name, pretrained=False)  # ~0.1 s for ViT-S; timm cannot build on meta

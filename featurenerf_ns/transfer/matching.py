@@ -13,16 +13,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-NORM_EPS = 1e-6
-"""Norms below this are clamped before dividing (the authors' ``torch.maximum(norm, 1e-6)``)."""
+from featurenerf_ns.utils.features import l2_normalize
 
 DEFAULT_MAX_CHUNK_ELEMENTS = 1 << 24
 """Largest similarity block formed at once (16M floats = 64 MB in float32)."""
-
-
-def l2_normalize(x: Float[Tensor, "*batch C"], eps: float = NORM_EPS) -> Float[Tensor, "*batch C"]:
-    """Divide each feature vector by ``max(||x||, eps)``; zero vectors stay zero."""
-    return x / torch.clamp(x.norm(dim=-1, keepdim=True), min=eps)
 
 
 def nearest_neighbors(

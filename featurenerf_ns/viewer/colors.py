@@ -1,4 +1,5 @@
-"""Colour maps of the viewer panel: fixed-basis feature PCA, part-label palette, cosine similarity.
+"""Colour maps of the viewer panel: part-label palette, cosine similarity (the fixed-basis feature PCA is
+:class:`featurenerf_ns.utils.features.PCABasis`).
 
 Everything here is a pure function of tensors, so the panel's pictures can be tested without a
 viewer. The viewer shows 3-channel outputs as RGB without clipping (values outside ``[0, 1]`` wrap
@@ -12,7 +13,6 @@ import base64
 import colorsys
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,61 +20,8 @@ from jaxtyping import Float, Int
 from PIL import Image
 from torch import Tensor
 
-from featurenerf_ns.transfer.matching import l2_normalize, transfer_labels
-
-# ----------------------------------------------------------------------------------------- PCA
-
-
-@dataclass
-class PCABasis:
-    """Three principal directions of L2-normalised features plus fixed per-channel min/max.
-
-    Fitted once (per source object, or on "Refresh PCA"), then applied to every frame: the same
-    feature always gets the same colour, so the picture does not flicker while the camera moves.
-    Features are L2-normalised first (the cosine space that labels and similarity use), which also
-    makes the colour of a pixel independent of how much of its ray hit the object.
-    """
-
-    mean: Float[Tensor, " C"]
-    components: Float[Tensor, "C 3"]
-    low: Float[Tensor, " 3"]
-    high: Float[Tensor, " 3"]
-
-    @classmethod
-    def fit(cls, features: Float[Tensor, "N C"], quantile: float = 0.01) -> PCABasis:
-        """Fit on ``N`` feature vectors (e.g. the foreground pixels of one render).
-
-        Args:
-            features: the vectors to fit on (at least one).
-            quantile: the colour range of each channel spans this quantile to ``1 - quantile`` of the
-                fitted projections (robust to a few outliers); values beyond it saturate.
-        """
-        if features.ndim != 2 or features.shape[0] == 0:
-            raise ValueError(f"need (N, C) features with N >= 1, got {tuple(features.shape)}")
-        x = l2_normalize(features.detach().float())
-        mean = x.mean(0)
-        centered = x - mean
-        # Right singular vectors = principal directions; C is at most a few hundred, so a full SVD is cheap.
-        _, _, vh = torch.linalg.svd(centered, full_matrices=False)
-        comps = vh[:3].T
-        if comps.shape[1] < 3:  # fewer than 3 channels or samples: pad with null directions
-            comps = torch.cat((comps, comps.new_zeros(comps.shape[0], 3 - comps.shape[1])), dim=1)
-        # SVD signs are arbitrary: make each direction's largest loading positive so a refit on the
-        # same data gives the same colours.
-        signs = torch.sign(comps.gather(0, comps.abs().argmax(0, keepdim=True)))
-        comps = comps * torch.where(signs == 0, torch.ones_like(signs), signs)
-        proj = centered @ comps
-        low = torch.quantile(proj, quantile, dim=0)
-        high = torch.quantile(proj, 1 - quantile, dim=0)
-        return cls(mean, comps, low, high)
-
-    def apply(self, features: Float[Tensor, "*batch C"]) -> Float[Tensor, "*batch 3"]:
-        """Colours in ``[0, 1]`` (clamped) of features of any batch shape."""
-        x = l2_normalize(features.float())
-        proj = (x - self.mean.to(x.device)) @ self.components.to(x.device)
-        span = (self.high - self.low).clamp_min(1e-6).to(x.device)
-        return ((proj - self.low.to(x.device)) / span).clamp(0.0, 1.0)
-
+from featurenerf_ns.transfer.matching import transfer_labels
+from featurenerf_ns.utils.features import l2_normalize
 
 # ----------------------------------------------------------------------------------------- labels
 

@@ -82,9 +82,12 @@ def test_bbox_sampling_stops_after_its_steps(data_root):
     assert inside[2] < 0.9 and inside[3] < 0.9  # the whole image afterwards
 
 
-def test_rays_image_and_teacher_rows_belong_to_their_own_pixel_and_object(data_root, tmp_path):
-    """A teacher whose maps encode (object, view, cell column, cell row): every teacher row must be the map of its
-    ray's object and view sampled at its ray's pixel, every colour row that pixel, every ray that pixel's ray."""
+CODED_CELLS = 8
+"""Side of the coded teacher's maps."""
+
+
+def _coded_teacher_root(data_root, tmp_path) -> tuple:
+    """A copy of the data whose teacher maps encode (cell column, cell row, object * 10 + view) in 3 channels."""
     import shutil
 
     import numpy as np
@@ -94,7 +97,7 @@ def test_rays_image_and_teacher_rows_belong_to_their_own_pixel_and_object(data_r
     synset = "03001627"
     shutil.rmtree(root / "synth_feat_32")
     objects = sorted(p.name for p in (root / "img" / synset).iterdir())
-    h = w = 8
+    h = w = CODED_CELLS
     for i, obj in enumerate(objects):
         views = len(list((root / "img" / synset / obj).glob("*.png")))
         feats = np.zeros((views, 3, h, w), dtype=np.float32)
@@ -106,6 +109,22 @@ def test_rays_image_and_teacher_rows_belong_to_their_own_pixel_and_object(data_r
     cfg = _tiny().pipeline.datamanager
     cfg.dataparser.data = root / "chair"
     cfg.dataparser.teacher = "coded_feat"
+    return cfg, objects
+
+
+def _interior(xs, ys, image_hw):
+    """Pixels whose teacher sample (the authors' grid, ``pixel / size * 2 - 1``, ``align_corners=False``: cell
+    coordinate ``x * w / W - 0.5``) lies between cell centres, where zero padding does not blend in."""
+    H, W = image_hw
+    h = w = CODED_CELLS
+    return (xs * w / W - 0.5 >= 0) & (xs * w / W - 0.5 <= w - 1) & (ys * h / H - 0.5 >= 0) & (ys * h / H - 0.5 <= h - 1)
+
+
+def test_rays_image_and_teacher_rows_belong_to_their_own_pixel_and_object(data_root, tmp_path):
+    """A teacher whose maps encode (object, view, cell column, cell row): every teacher row must be the map of its
+    ray's object and view sampled at its ray's pixel, every colour row that pixel, every ray that pixel's ray."""
+    cfg, objects = _coded_teacher_root(data_root, tmp_path)
+    h = w = CODED_CELLS
     cfg.objects_per_batch, cfg.rays_per_object, cfg.bbox_sampling_steps = 3, 64, 0
     dm = cfg.setup(device="cpu", test_mode="val")
     plans = _plans(dm)
@@ -124,10 +143,7 @@ def test_rays_image_and_teacher_rows_belong_to_their_own_pixel_and_object(data_r
     pairs = zip(obj_index.tolist(), view_index.tolist(), strict=True)
     code = torch.tensor([objects.index(ids[o]) * 10 + v for o, v in pairs], dtype=torch.float32)
     teacher = batch["teacher"]
-    # grid_sample(align_corners=False) at the authors' grid (pixel / size * 2 - 1): cell coordinate x * w / W - 0.5
-    interior = (
-        (xs * w / W - 0.5 >= 0) & (xs * w / W - 0.5 <= w - 1) & (ys * h / H - 0.5 >= 0) & (ys * h / H - 0.5 <= h - 1)
-    )
+    interior = _interior(xs, ys, (H, W))
     assert interior.sum() > 20
     torch.testing.assert_close(teacher[interior, 2], code[interior])  # (outside, zero padding blends in)
     torch.testing.assert_close(teacher[interior, 0], xs[interior] * w / W - 0.5)
@@ -157,3 +173,24 @@ def test_eval_triples_are_fixed_and_use_distinct_views(data_root):
     assert all(src != trg for _, src, trg in dm1.eval_triples)
     camera, batch = dm1.next_eval_image(0)
     assert batch["image"].shape == (32, 32, 3) and camera.shape == (1,)
+
+
+def test_eval_example_carries_the_teacher_map_of_its_target_view(data_root, tmp_path):
+    """ns-eval's distillation error compares with the teacher at every pixel of the target view, sampled as the
+    training targets are: the coded teacher must give the target's (object, view) code and each pixel's cell."""
+    cfg, objects = _coded_teacher_root(data_root, tmp_path)
+    dm = cfg.setup(device="cpu", test_mode="test")
+    H, W = dm.image_hw
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    interior = _interior(xs, ys, (H, W))
+    for i, (obj, src, trg) in enumerate(dm.eval_triples):
+        _, batch = dm.eval_example(i)
+        teacher = batch["teacher"]
+        assert teacher.shape == (H, W, 3)
+        code = objects.index(dm.eval_objects[obj].obj_id) * 10 + trg
+        assert code != objects.index(dm.eval_objects[obj].obj_id) * 10 + src
+        torch.testing.assert_close(teacher[interior][:, 2], torch.full((int(interior.sum()),), float(code)))
+        torch.testing.assert_close(teacher[..., 0][interior], (xs * CODED_CELLS / W - 0.5)[interior])
+        torch.testing.assert_close(teacher[..., 1][interior], (ys * CODED_CELLS / H - 0.5)[interior])
+    cfg.dataparser.teacher = "none"
+    assert "teacher" not in cfg.setup(device="cpu", test_mode="test").eval_example(0)[1]

@@ -35,6 +35,31 @@ def tiny_vit_file(tmp_path_factory) -> Path:
     return path
 
 
+TINY_DINOV2 = dict(hidden_size=48, num_hidden_layers=10, num_attention_heads=3, intermediate_size=96, image_size=56)
+"""DINOv2 with patch 14 trained at 56 px (a 4x4 grid), 10 blocks so that block 9 exists."""
+
+
+def tiny_dinov2(seed: int = 0):
+    """A tiny random transformers ``Dinov2Model`` with every parameter random (LayerNorms, biases, layer scales)."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    model = Dinov2Model(Dinov2Config(patch_size=14, **TINY_DINOV2))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name or "lambda" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2_folder(tmp_path_factory) -> Path:
+    """A tiny DINOv2 saved with ``save_pretrained`` (config.json + model.safetensors)."""
+    folder = tmp_path_factory.mktemp("dinov2") / "tiny-dinov2"
+    tiny_dinov2().save_pretrained(folder)
+    return folder
+
+
 def _tiny_tokenizer_files():
     """A CLIP BPE vocabulary just big enough for the category names."""
     chars = sorted(set("abcdefghijklmnopqrstuvwxyz"))

@@ -101,9 +101,10 @@ def test_ensemble_averages_noise_draws(tiny_sd_folder):
 
 def test_missing_model_is_one_line(tmp_path):
     with pytest.raises(TeacherUnavailableError) as e:
-        DiffusionTeacherConfig(model="nobody/no-such-model", local_files_only=True).setup(category="chair")
+        DiffusionTeacherConfig(model="nobody/no-such-model").setup(category="chair")
     msg = str(e.value)
     assert "\n" not in msg and "--teacher.model" in msg and "stable-diffusion-v1-5" in msg
+    assert "local Hugging Face cache" in msg and "--teacher.allow-download" in msg
     (tmp_path / "unet").mkdir()
     with pytest.raises(DataError, match="missing vae/"):
         DiffusionTeacherConfig(model=str(tmp_path)).setup(category="chair")

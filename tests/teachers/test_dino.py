@@ -137,18 +137,34 @@ def test_wrong_or_missing_weights_file_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
 
 
-def test_no_weights_offline_names_the_file(monkeypatch, tmp_path):
-    def offline(*args, **kwargs):
+def test_no_weights_names_the_file_and_downloads_only_when_asked(monkeypatch, tmp_path):
+    downloads = []
+
+    def offline(url, dst, *args, **kwargs):
+        downloads.append(url)
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    # What timm's pretrained loading hits without network (torch.hub's download).
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty hub cache
     with pytest.raises(TeacherUnavailableError) as e:
         DinoTeacherConfig().setup()
     msg = str(e.value)
     assert "\n" not in msg and "dino_deitsmall8_pretrain.pth" in msg and "--teacher.weights" in msg
+    assert "--teacher.allow-download" in msg and str(tmp_path / "checkpoints") in msg
+    assert downloads == []
+    with pytest.raises(TeacherUnavailableError) as e:
+        DinoTeacherConfig(allow_download=True).setup()
+    assert downloads == [timm.models.get_pretrained_cfg("vit_small_patch8_224_dino")["url"]]
+    assert "could not be downloaded (URLError)" in str(e.value) and "\n" not in str(e.value)
     assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+def test_weights_in_the_hub_cache_are_used(monkeypatch, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(tiny_vit(seed=5).state_dict(), tmp_path / "checkpoints" / "dino_deitsmall8_pretrain.pth")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    teacher = DinoTeacherConfig(arch=dict(TINY_ARCH), input_size=32).setup()
+    torch.testing.assert_close(teacher.vit.blocks[9].attn.qkv.weight, tiny_vit(seed=5).blocks[9].attn.qkv.weight)
 
 
 def test_fingerprint_names_weights_hash_and_settings(tiny_vit_file):
