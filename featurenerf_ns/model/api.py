@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,33 +29,58 @@ from torch import Tensor
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManager
 from featurenerf_ns.data.images import composite_rgba
 from featurenerf_ns.dataparsers.records import ObjectRecord
+from featurenerf_ns.geometry import cameras_from_fov, intrinsics_of
 from featurenerf_ns.model.featurenerf import FeatureNeRFModel
 from featurenerf_ns.model.field import Conditioning
 from featurenerf_ns.model.rendering import SampleDepths
-from featurenerf_ns.utils.cameras import cameras_from_fov, intrinsics_of
-from featurenerf_ns.utils.io import DataError
+from featurenerf_ns.utils.io import DataError, UserError
 
 
 class TrainedFeatureNeRF:
     """A trained model plus the category data it was trained on (any split can be used)."""
 
-    def __init__(self, model: FeatureNeRFModel, datamanager: FeatureNeRFDataManager):
+    def __init__(
+        self,
+        model: FeatureNeRFModel,
+        datamanager: FeatureNeRFDataManager,
+        config_path: Path | None = None,
+        checkpoint_step: int | None = None,
+    ):
         self.model = model.eval()
         self.datamanager = datamanager
+        self.config_path = config_path
+        """The run's ``config.yml`` (None for a model built in memory)."""
+        self.checkpoint_step = checkpoint_step
+        """Training step of the loaded checkpoint (None for a model built in memory)."""
         meta = datamanager.train_dataparser_outputs.metadata
         self.data_root = Path(meta["data_root"])
         self.synset: str = meta["synset"]
         self.category: str = meta["category"]
+        self.split_file = Path(meta["split_file"]) if meta.get("split_file") else None
+        """The split file the run was trained with (its objects and pair lists are the ones to evaluate on)."""
+        self.teacher_folder: str | None = meta.get("teacher_folder")
+        """The teacher feature folder (under :attr:`data_root`) the run distilled, if any."""
         self.image_size: tuple[int, int] = tuple(meta["image_size"])  # type: ignore[assignment]
         self._splits: dict = {}
 
     @classmethod
-    def load(cls, config_path: Path, device: str | torch.device | None = None) -> TrainedFeatureNeRF:
-        """Load the latest checkpoint of an ``ns-train`` run from its ``config.yml``."""
+    def load(
+        cls,
+        config_path: Path,
+        device: str | torch.device | None = None,
+        inference_dtype: Literal["float32", "bfloat16"] | None = None,
+    ) -> TrainedFeatureNeRF:
+        """Load the latest checkpoint of an ``ns-train`` run from its ``config.yml``.
+
+        Args:
+            inference_dtype: overrides the run's ``inference_dtype`` (precision of the MLP in renders and queries).
+        """
 
         def update(config):
             if device is not None:
                 config.machine.device_type = torch.device(device).type
+            if inference_dtype is not None:
+                config.pipeline.model.inference_dtype = inference_dtype
             return config
 
         config_path = Path(config_path)
@@ -63,8 +89,8 @@ class TrainedFeatureNeRF:
             raise DataError(
                 config_path, f"{problem}: give the config.yml of an ns-train run (outputs/<category>/<method>/<time>/)"
             )
-        _, pipeline, _, _ = eval_setup(config_path, test_mode="test", update_config_callback=update)
-        return cls(pipeline.model, pipeline.datamanager)  # type: ignore[arg-type]
+        _, pipeline, _, step = eval_setup(config_path, test_mode="test", update_config_callback=update)
+        return cls(pipeline.model, pipeline.datamanager, config_path, step)  # type: ignore[arg-type]
 
     @property
     def device(self) -> torch.device:
@@ -95,7 +121,7 @@ class TrainedFeatureNeRF:
     def record(self, split: str, obj_id: str) -> ObjectRecord:
         records = self._split(split)[1]
         if obj_id not in records:
-            raise KeyError(f"object {obj_id!r} is not in the {split} split")
+            raise UserError(f"object {obj_id!r} is not in the {split} split")
         return records[obj_id]
 
     def camera(self, split: str, obj_id: str, view: int) -> Cameras:
@@ -177,6 +203,7 @@ class TrainedFeatureNeRF:
         directions: Float[Tensor, "R 3"],
         outputs: Sequence[str] = ("rgb",),
         depths: SampleDepths | None = None,
+        skip_empty: bool = False,
     ) -> dict[str, Float[Tensor, "R C"]]:
         """Render rays of the (single) conditioned object; coarse results come as ``{name}_coarse``.
 
@@ -185,6 +212,8 @@ class TrainedFeatureNeRF:
             directions: unit directions (near/far are the data's distances along them).
             outputs: any of ``rgb``, ``feature``, ``v_nerf``, ``coord``; ``depth`` and ``accumulation`` always.
             depths: fixed sample depths ``(1, R, K)`` instead of drawn ones.
+            skip_empty: evaluate the MLP only in the conditioning's occupied space (the same samples, empty ones
+                skipped; ``FeatureNeRFModel.occupancy``). False: the exact render, as the authors'.
         """
         dev, dtype = self.device, self.dtype
         generator = torch.Generator(device=dev).manual_seed(self.model.eval_seed)
@@ -200,6 +229,7 @@ class TrainedFeatureNeRF:
                 frozenset(outputs),
                 generator,
                 depths,
+                skip_empty,
             )
         return {k: v[0] for k, v in out.items()}
 
@@ -210,9 +240,12 @@ class TrainedFeatureNeRF:
         obj_id: str,
         view: int,
         outputs: Sequence[str] = ("rgb",),
+        skip_empty: bool = False,
     ) -> dict[str, Float[Tensor, "H W C"]]:
-        """Render one view of the conditioned object (``rgb``, ``v_nerf``, ``feature``; depth and accumulation)."""
-        return self.model.render_camera(cond, self.camera(split, obj_id, view), frozenset(outputs))
+        """Render one view of the conditioned object (``rgb``, ``v_nerf``, ``feature``; depth and accumulation);
+        ``skip_empty``: see :meth:`render_rays`."""
+        camera = self.camera(split, obj_id, view)
+        return self.model.render_camera(cond, camera, frozenset(outputs), skip_empty=skip_empty)
 
     def query(
         self,

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils.colormaps import apply_depth_colormap
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
@@ -30,8 +31,10 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from featurenerf_ns.model.encoder import SpatialEncoderConfig
 from featurenerf_ns.model.field import Conditioning, FeatureNeRFField, FeatureNeRFFieldConfig
 from featurenerf_ns.model.gemm import set_onednn_enabled
+from featurenerf_ns.model.occupancy import OccupancyConfig, OccupancyGrid, cell_centers, occupancy_from_density
 from featurenerf_ns.model.rendering import SampleDepths, SamplingConfig, render_rays
 from featurenerf_ns.utils.allocator import retain_freed_memory
+from featurenerf_ns.utils.features import PCABasis
 from featurenerf_ns.utils.io import UserError
 
 _ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -75,6 +78,14 @@ class FeatureNeRFModelConfig(ModelConfig):
     onednn_gemm: bool = True
     """On CPU, run the MLP's fp32 GEMMs with oneDNN instead of PyTorch's default (MKL), which is ~2x slower on
     AMD processors. Same fp32 arithmetic; no effect on CUDA. Process-wide: the last model set up decides."""
+    # A (frozen) instance rather than a factory: configs of runs saved before this option existed still load.
+    occupancy: OccupancyConfig = OccupancyConfig()
+    """Empty-space skipping of renders without gradients (``skip_empty``; the viewer's default, an option of the
+    API and ``featurenerf-eval``): the occupancy grid estimated once per conditioning."""
+    inference_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the MLP's GEMMs when no gradient is needed. bfloat16 takes effect only on hardware that
+    multiplies it natively (CPUs with AVX512-BF16 or AMX, through oneDNN; CUDA, through autocast) and is ignored
+    elsewhere; training and the parity tests are always float32."""
     retain_freed_memory: bool = True
     """Let this process keep freed CPU memory for reuse (glibc) instead of returning it to the kernel and paying
     for fresh zeroed pages every step (~40% of a CPU training step at the paper's size). Process-wide; the process
@@ -117,15 +128,16 @@ class FeatureNeRFModel(Model):
             self.config.num_fine_depth_samples,
             self.config.depth_std,
         )
+        self.field.inference_dtype = getattr(torch, self.config.inference_dtype)
         self.psnr = PeakSignalNoiseRatio(data_range=1.0)
         # Not a submodule: a frozen metric whose weights would otherwise enter checkpoints only on machines that
         # have them, so that a run saved on one machine could not load on another.
         self.__dict__["lpips"] = self._make_lpips()
         self.default_conditioning: Conditioning | None = None
         self.eval_seed = 0
-        # Set by the viewer panel (featurenerf_ns.viewer.panel): renders a viewer camera with the
-        # panel's source, outputs and pose-independent ray bounds. A plain callable, not a submodule.
-        self.viewer_outputs: Callable[[Cameras], dict[str, Tensor]] | None = None
+        # Renders one camera for nerfstudio's viewer and ns-render, which bring no source image: the pipeline's
+        # default source, or the source and outputs chosen in the viewer panel while a viewer runs.
+        self.camera_renderer: Callable[[Cameras], dict[str, Tensor]] | None = None
 
     def _make_lpips(self):
         weights = self.config.lpips_alexnet_weights or Path(torch.hub.get_dir()) / "checkpoints" / _ALEXNET_FILE
@@ -173,6 +185,21 @@ class FeatureNeRFModel(Model):
         latent = self.encoder(images.reshape(B * S, 3, H, W))
         return self.field.condition(latent, c2w.reshape(B * S, 3, 4)[:, :3], intrinsics.reshape(B * S, 4), (W, H), B)
 
+    @torch.no_grad()
+    def occupancy(self, cond: Conditioning) -> OccupancyGrid:
+        """The occupancy grid of a conditioning (see :mod:`featurenerf_ns.model.occupancy`), estimated from the
+        field's density at the cell centres, seen from each object's first source camera, on first use and kept
+        on the conditioning."""
+        if cond.occupancy is None:
+            cfg = self.config.occupancy
+            bound = cfg.bound if cfg.bound is not None else self.far - self.near
+            centers = cell_centers(cfg.resolution, bound, self.device).to(cond.w2c.dtype)
+            points = centers.expand(cond.num_objects, -1, -1)
+            viewdirs = F.normalize(points - cond.source_centers[:, None], dim=-1)
+            density = self.field(cond, points, viewdirs, frozenset({"density"})).density[..., 0]
+            cond.occupancy = occupancy_from_density(density, cfg.resolution, cfg, bound)
+        return cond.occupancy
+
     def render_rays(
         self,
         cond: Conditioning,
@@ -181,6 +208,7 @@ class FeatureNeRFModel(Model):
         outputs: frozenset[str] = frozenset({"rgb"}),
         generator: torch.Generator | None = None,
         depths: SampleDepths | None = None,
+        skip_empty: bool = False,
     ) -> dict[str, Tensor]:
         """Render ``R`` rays for each of the ``B`` conditioned objects (see :func:`render_rays`).
 
@@ -190,12 +218,26 @@ class FeatureNeRFModel(Model):
             outputs: any of ``rgb``, ``feature``, ``v_nerf``, ``coord``.
             generator: random source of the sample depths.
             depths: fixed sample depths instead of drawn ones (e.g. another renderer's recorded samples).
+            skip_empty: evaluate the MLP only in the conditioning's occupied space (:meth:`occupancy`); inference
+                only, the same samples as the exact render.
         """
         near = torch.full_like(origins[..., :1], self.near)
         far = torch.full_like(origins[..., :1], self.far)
         background = self.background if self.white_background else None
+        occupancy = self.occupancy(cond) if skip_empty else None
         return render_rays(
-            self.field, cond, origins, directions, near, far, self.sampling, outputs, generator, depths, background
+            self.field,
+            cond,
+            origins,
+            directions,
+            near,
+            far,
+            self.sampling,
+            outputs,
+            generator,
+            depths,
+            background,
+            occupancy,
         )
 
     @torch.no_grad()
@@ -205,11 +247,13 @@ class FeatureNeRFModel(Model):
         camera: Cameras,
         outputs: frozenset[str] = frozenset({"rgb"}),
         chunk: int | None = None,
+        skip_empty: bool = False,
     ) -> dict[str, Float[Tensor, "H W C"]]:
         """Render a full image of the (single) conditioned object in fixed memory.
 
         Returns ``depth``, ``accumulation`` and each requested output as ``(H, W, C)``. Sampling uses a
-        generator seeded with :attr:`eval_seed`, so the same camera gives the same image.
+        generator seeded with :attr:`eval_seed`, so the same camera gives the same image. ``skip_empty``: see
+        :meth:`render_rays`.
         """
         bundle = camera.to(self.device).generate_rays(camera_indices=0, keep_shape=True)
         H, W = bundle.origins.shape[:2]
@@ -219,7 +263,8 @@ class FeatureNeRFModel(Model):
         chunk = chunk or self.config.eval_num_rays_per_chunk
         pieces: dict[str, list[Tensor]] = {}
         for i in range(0, origins.shape[1], chunk):
-            out = self.render_rays(cond, origins[:, i : i + chunk], directions[:, i : i + chunk], outputs, generator)
+            o, d = origins[:, i : i + chunk], directions[:, i : i + chunk]
+            out = self.render_rays(cond, o, d, outputs, generator, skip_empty=skip_empty)
             for k, v in out.items():
                 if not k.endswith("_coarse"):
                     pieces.setdefault(k, []).append(v[0])
@@ -245,8 +290,7 @@ class FeatureNeRFModel(Model):
             ``(N, C)`` per output, from the coarse MLP.
         """
         if viewdirs is None:
-            cam_center = -(cond.w2c[0, :, :3].T @ cond.w2c[0, :, 3])
-            viewdirs = F.normalize(points - cam_center, dim=-1)
+            viewdirs = F.normalize(points - cond.source_centers[0], dim=-1)
         parts: dict[str, list[Tensor]] = {}
         for i in range(0, points.shape[0], chunk):
             out = self.field(cond, points[None, i : i + chunk], viewdirs[None, i : i + chunk], frozenset(outputs))
@@ -262,15 +306,12 @@ class FeatureNeRFModel(Model):
     def get_outputs_for_camera(self, camera: Cameras, obb_box: Any = None) -> dict[str, Tensor]:
         """Render one camera for nerfstudio's viewer (and ``ns-render``).
 
-        Delegates to :attr:`viewer_outputs` when the viewer panel set it (source chosen in the panel,
-        feature maps); otherwise renders ``rgb``/``depth``/``accumulation`` with
-        :attr:`default_conditioning`. ``obb_box`` (the viewer's crop box) is ignored.
+        Delegates to :attr:`camera_renderer` (set by the pipeline: a default source; by the viewer panel: the
+        source and outputs chosen in it). ``obb_box`` (the viewer's crop box) is ignored.
         """
-        if self.viewer_outputs is not None:
-            return self.viewer_outputs(camera)
-        if self.default_conditioning is None:
-            raise RuntimeError("FeatureNeRF renders need a source view: set default_conditioning")
-        return self.render_camera(self.default_conditioning, camera, frozenset({"rgb"}))
+        if self.camera_renderer is None:
+            raise RuntimeError("FeatureNeRF renders need a source view: set camera_renderer (the pipeline does)")
+        return self.camera_renderer(camera)
 
     def forward(self, ray_bundle: RayBundle, conditioning: Conditioning | None = None) -> dict[str, Tensor]:  # type: ignore[override]
         return self.get_outputs(ray_bundle, conditioning)
@@ -345,9 +386,24 @@ class FeatureNeRFModel(Model):
             )
         return loss
 
+    def image_outputs(self, batch: dict[str, Any]) -> frozenset[str]:
+        """What :meth:`get_image_metrics_and_images` needs rendered for an eval image: the distilled feature too when
+        the batch carries the teacher's map of the view."""
+        return frozenset({"rgb", "feature"} if self.feature_dim > 0 and "teacher" in batch else {"rgb"})
+
     def get_image_metrics_and_images(
         self, outputs: dict[str, Tensor], batch: dict[str, Any]
     ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """Metrics and pictures of one rendered eval view (``(H, W, C)`` outputs of :meth:`render_camera`).
+
+        Metrics: ``psnr``, ``ssim`` (and ``lpips`` with AlexNet's weights); with the teacher's map of the view
+        (``batch["teacher"]``, ``(H, W, D)``) and a rendered ``feature``, the held-out distillation error:
+        ``distill_mse``, the mean squared error over all pixels and channels (L_distill's form, unweighted), and
+        ``distill_cosine``, the mean cosine similarity over the pixels where the teacher is not zero (its
+        foreground; left out for a view without one). Images: ``img`` (GT | render), ``accumulation``, ``depth``
+        (near..far of the data, white where nothing is hit) and ``feature_pca`` (teacher | rendered feature, both
+        through one PCA basis fitted on the teacher's foreground, background black).
+        """
         gt = batch["image"].to(self.device)[..., :3]
         pred = outputs["rgb"].clamp(0, 1)
         gt_chw = gt.permute(2, 0, 1)[None]
@@ -358,5 +414,22 @@ class FeatureNeRFModel(Model):
         }
         if self.lpips is not None:
             metrics["lpips"] = float(self.lpips.to(pred_chw.device)(pred_chw, gt_chw).item())
-        images = {"img": torch.cat([gt, pred], dim=1), "accumulation": outputs["accumulation"]}
+        accumulation = outputs["accumulation"]
+        images = {
+            "img": torch.cat([gt, pred], dim=1),
+            "accumulation": accumulation,
+            "depth": apply_depth_colormap(outputs["depth"], accumulation, near_plane=self.near, far_plane=self.far),
+        }
+        teacher = batch.get("teacher")
+        if teacher is not None and "feature" in outputs:
+            feature, teacher = outputs["feature"], teacher.to(self.device)
+            foreground = teacher.abs().amax(-1) > 0
+            metrics["distill_mse"] = float(F.mse_loss(feature, teacher).item())
+            if bool(foreground.any()):
+                cosine = F.cosine_similarity(feature[foreground], teacher[foreground], dim=-1)
+                metrics["distill_cosine"] = float(cosine.mean().item())
+            basis = PCABasis.fit(teacher[foreground] if bool(foreground.any()) else teacher.flatten(0, 1))
+            images["feature_pca"] = torch.cat(
+                [basis.apply(teacher) * foreground[..., None], basis.apply(feature) * accumulation], dim=1
+            )
         return metrics, images

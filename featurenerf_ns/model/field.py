@@ -14,6 +14,7 @@ renaming keys. Two things are computed differently, with identical results:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -23,7 +24,8 @@ from jaxtyping import Float
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
-from featurenerf_ns.model.gemm import linear, linear_nograd
+from featurenerf_ns.model.gemm import linear, linear_nograd, native_bf16
+from featurenerf_ns.model.occupancy import OccupancyGrid
 
 
 @dataclass
@@ -50,6 +52,9 @@ class Conditioning:
     num_views: int
     latent_rows_fine: Float[Tensor, "BShw Z"] | None = None
     """The same rows projected by the separate fine MLP's ``lin_z`` layers; None when the MLP is shared."""
+    occupancy: OccupancyGrid | None = None
+    """Occupied space of these objects for skipping empty samples at inference; estimated on first use
+    (:meth:`featurenerf_ns.model.featurenerf.FeatureNeRFModel.occupancy`)."""
 
     def select(self, objects: list[int]) -> "Conditioning":
         """The conditioning of a subset of objects (in the given order)."""
@@ -67,7 +72,14 @@ class Conditioning:
             image_wh=self.image_wh,
             num_objects=len(objects),
             num_views=self.num_views,
+            occupancy=None if self.occupancy is None else self.occupancy.select(objects),
         )
+
+    @property
+    def source_centers(self) -> Float[Tensor, "B 3"]:
+        """World position of each object's first source camera."""
+        w2c = self.w2c[:: self.num_views]
+        return -(w2c[:, :, :3].transpose(1, 2) @ w2c[:, :, 3:])[..., 0]
 
 
 class PositionalEncoding(nn.Module):
@@ -128,6 +140,15 @@ class ResnetFC(nn.Module):
             nn.init.kaiming_normal_(lin.weight, a=0, mode="fan_in")
         self.width = width
         self.combine_layer = combine_layer
+        self._cast: tuple[tuple, ResnetFC] | None = None
+
+    def cast(self, dtype: torch.dtype) -> ResnetFC:
+        """A copy of this MLP with its parameters in ``dtype``, for inference; made again only after they change."""
+        key = (dtype, *((p.data_ptr(), p._version) for p in self.parameters()))
+        if self._cast is None or self._cast[0] != key:
+            self._cast = None
+            self._cast = (key, copy.deepcopy(self).to(dtype))
+        return self._cast[1]
 
     def project_latent(self, latent: Float[Tensor, "BS L h w"]) -> Float[Tensor, "BShw Z"]:
         """Apply every ``lin_z`` to every cell of the latent maps at once; one row per cell, view-major."""
@@ -243,6 +264,8 @@ class FeatureNeRFField(nn.Module):
             if config.share_mlp
             else ResnetFC(d_in, latent_size, d_out, config.hidden_dim, config.num_blocks, config.combine_layer)
         )
+        self.inference_dtype = torch.float32
+        """Precision of the MLP's blocks when no gradient is needed (bf16 only where :func:`native_bf16`)."""
 
     def condition(
         self,
@@ -333,8 +356,24 @@ class FeatureNeRFField(nn.Module):
         uv = -xyz[..., :2] / xyz[..., 2:] * cond.focal[:, None] + cond.center[:, None]
         z = sample_latent(rows, cond.latent_hw, uv * (uv.new_tensor(cond.latent_hw[::-1]) / cond.image_wh))
 
-        v_nerf = mlp(mlp_in, z, B, S)  # (B*N, W)
+        v_nerf = self._run_mlp(mlp, mlp_in, z, B, S)  # (B*N, W)
         return self.heads(mlp.lin_out, v_nerf, points.reshape(-1, 3), outputs, B, N)
+
+    def _run_mlp(self, mlp: ResnetFC, mlp_in: Tensor, z: Tensor, B: int, S: int) -> Float[Tensor, "R W"]:
+        """The MLP's blocks, in :attr:`inference_dtype` when no gradient is needed and the hardware multiplies it
+        natively (the output heads stay in the input's precision)."""
+        dtype = self.inference_dtype
+        if torch.is_grad_enabled() or dtype != torch.bfloat16 or not native_bf16(mlp_in.device):
+            return mlp(mlp_in, z, B, S)
+        if mlp_in.device.type == "cuda":
+            with torch.autocast("cuda", dtype=dtype):
+                return mlp(mlp_in, z, B, S).to(mlp_in.dtype)
+        return mlp.cast(dtype)(mlp_in.to(dtype), z.to(dtype), B, S).to(mlp_in.dtype)
+
+    def output_channels(self, name: str) -> int:
+        """Channels of one per-sample output (``rgb``, ``density``, ``feature``, ``coord``, ``v_nerf``)."""
+        channels = {"rgb": 3, "density": 1, "feature": self.feature_dim, "coord": 3, "v_nerf": self.config.hidden_dim}
+        return channels[name]
 
     def heads(
         self,

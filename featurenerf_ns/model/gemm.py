@@ -4,7 +4,8 @@ PyTorch's CPU ``addmm`` goes through MKL, which on this project's AMD EPYC machi
 the speed of oneDNN's GEMM, which PyTorch also ships (223-230 vs 480-506 GFLOP/s at 4096x512 @ 512x512;
 ``benchmarks/bench_model.py`` prints both side by side). Both compute the same fp32 products (no
 reduced-precision math mode is used), so this is a choice of GEMM library, not of arithmetic; on CUDA,
-and on CPU builds without oneDNN, every call is plain ``F.linear`` and its autograd.
+and on CPU builds without oneDNN, every call is plain ``F.linear`` and its autograd. bf16 inputs (inference with
+``inference_dtype="bfloat16"`` on a CPU with native bf16, see :func:`native_bf16`) take oneDNN's bf16 GEMM.
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ def _probe_onednn() -> bool:
 ONEDNN_AVAILABLE = _probe_onednn()
 """oneDNN's linear is usable in this process (x86 and most arm64 CPU builds of PyTorch)."""
 
+CPU_BF16 = ONEDNN_AVAILABLE and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+"""This CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 GEMMs are emulated and slower than fp32."""
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 GEMMs run natively on ``device``: a CUDA GPU that supports bf16, or a CPU with :data:`CPU_BF16`."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and CPU_BF16
+
+
 _use_onednn = ONEDNN_AVAILABLE
 
 
@@ -42,7 +54,7 @@ def onednn_enabled() -> bool:
 
 
 def _fast(x: Tensor) -> bool:
-    return _use_onednn and x.device.type == "cpu" and x.dtype == torch.float32
+    return _use_onednn and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
 
 
 def linear_nograd(

@@ -16,6 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from featurenerf_ns.model.field import Conditioning, FeatureNeRFField, FieldOutputs
+from featurenerf_ns.model.occupancy import OccupancyGrid
 
 
 @dataclass
@@ -96,6 +97,30 @@ class SampleDepths:
 _COMPOSITED = ("rgb", "feature", "v_nerf")
 
 
+def query_occupied(
+    field: FeatureNeRFField,
+    cond: Conditioning,
+    occupancy: OccupancyGrid,
+    points: Float[Tensor, "B N 3"],
+    viewdirs: Float[Tensor, "B N 3"],
+    outputs: frozenset[str],
+    fine: bool,
+) -> FieldOutputs:
+    """The field at the points in occupied cells; zeros (density 0) elsewhere, without evaluating the MLP there."""
+    B, N, _ = points.shape
+    keep = occupancy.contains(points)
+    names = outputs & {"rgb", "density", "v_nerf", *(["feature"] if field.feature_dim > 0 else [])}
+    result = FieldOutputs(**{k: points.new_zeros(B, N, field.output_channels(k)) for k in names})
+    for b in range(B):
+        idx = keep[b].nonzero()[:, 0]
+        if idx.numel() == 0:
+            continue
+        sub = field(cond if B == 1 else cond.select([b]), points[b, idx][None], viewdirs[b, idx][None], outputs, fine)
+        for k in names:
+            getattr(result, k)[b, idx] = getattr(sub, k)[0]
+    return result
+
+
 def render_rays(
     field: FeatureNeRFField,
     cond: Conditioning,
@@ -108,6 +133,7 @@ def render_rays(
     generator: torch.Generator | None = None,
     depths: SampleDepths | None = None,
     background: Float[Tensor, "3"] | None = None,
+    occupancy: OccupancyGrid | None = None,
 ) -> dict[str, Tensor]:
     """Render rays of ``B`` objects (``R`` rays each) with coarse + fine sampling.
 
@@ -121,6 +147,8 @@ def render_rays(
         depths: fixed sample depths instead of drawn ones.
         background: colour behind the object, added to rgb with weight ``1 - accumulation`` (pixelNeRF's
             ``white_bkgd``); None adds nothing (black).
+        occupancy: evaluate the field only at samples in its occupied cells (the others have density 0); the
+            samples drawn stay those of the exact render. Not with ``coord``, a mean over all samples.
     Returns:
         ``{name}_coarse`` and ``{name}`` (fine) for every requested output, ``depth``, ``accumulation``,
         ``depth_coarse``, ``accumulation_coarse``; each ``(B, R, C)``.
@@ -128,10 +156,15 @@ def render_rays(
     B, R, _ = origins.shape
     per_sample = frozenset(outputs) | {"density"}
 
+    if occupancy is not None and "coord" in outputs:
+        raise ValueError("coord is a mean over all samples of a ray: render it without occupancy")
+
     def query(z: Tensor, fine: bool) -> FieldOutputs:
         pts = origins.unsqueeze(2) + z.unsqueeze(-1) * directions.unsqueeze(2)
         dirs = directions.unsqueeze(2).expand(-1, -1, z.shape[-1], -1)
-        return field(cond, pts.reshape(B, -1, 3), dirs.reshape(B, -1, 3), per_sample, fine)
+        if occupancy is None:
+            return field(cond, pts.reshape(B, -1, 3), dirs.reshape(B, -1, 3), per_sample, fine)
+        return query_occupied(field, cond, occupancy, pts.reshape(B, -1, 3), dirs.reshape(B, -1, 3), per_sample, fine)
 
     def finish(weights: Tensor, z: Tensor, parts: list[tuple[Tensor, FieldOutputs]], suffix: str) -> None:
         accumulation = weights.sum(-1, keepdim=True)

@@ -17,10 +17,10 @@ from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
+from featurenerf_ns.geometry import look_at_opengl
 from featurenerf_ns.model.featurenerf import FeatureNeRFModel
 from featurenerf_ns.model.field import Conditioning
 from featurenerf_ns.model.rendering import render_rays
-from featurenerf_ns.utils.cameras import look_at
 
 MIN_ACCUMULATION = 0.5
 """Pixels whose rays accumulate less opacity than this are background (labels, keypoint candidates, clicks)."""
@@ -43,12 +43,14 @@ def render_rays_anywhere(
     directions: Float[Tensor, "N 3"],
     outputs: frozenset[str] = frozenset({"rgb"}),
     chunk: int | None = None,
+    skip_empty: bool = True,
 ) -> dict[str, Float[Tensor, "N C"]]:
     """Render rays of the single conditioned object from any pose (see the module docstring).
 
     Returns each requested output plus ``depth`` (expected distance along the ray, divided by the
     accumulation; background rays get their ``far``) and ``accumulation``. Sampling uses a generator
-    seeded with the model's ``eval_seed``: the same camera always gives the same image.
+    seeded with the model's ``eval_seed``: the same camera always gives the same image. ``skip_empty``
+    evaluates the MLP only in the conditioning's occupied space (``FeatureNeRFModel.occupancy``).
     """
     device = model.device
     origins = origins.to(device)
@@ -56,11 +58,12 @@ def render_rays_anywhere(
     generator = torch.Generator(device=device).manual_seed(model.eval_seed)
     chunk = chunk or model.config.eval_num_rays_per_chunk
     half = 0.5 * (model.far - model.near)
+    occupancy = model.occupancy(cond) if skip_empty else None
     pieces: dict[str, list[Tensor]] = {}
     for i in range(0, origins.shape[0], chunk):
         o, d = origins[None, i : i + chunk], directions[None, i : i + chunk]
         near, far = ray_bounds(o, d, half)
-        out = render_rays(model.field, cond, o, d, near, far, model.sampling, outputs, generator)
+        out = render_rays(model.field, cond, o, d, near, far, model.sampling, outputs, generator, occupancy=occupancy)
         acc = out["accumulation"]
         # Expected depth of the hit surface, not pulled towards the camera by transparent rays; empty
         # rays sit at their far bound so they do not hide 3D markers when the viewer composites depth.
@@ -77,11 +80,13 @@ def render_camera_anywhere(
     cond: Conditioning,
     camera: Cameras,
     outputs: frozenset[str] = frozenset({"rgb"}),
+    skip_empty: bool = True,
 ) -> dict[str, Float[Tensor, "H W C"]]:
     """Full image of one camera with :func:`render_rays_anywhere`; each output ``(H, W, C)``."""
     bundle = camera.to(model.device).generate_rays(camera_indices=0, keep_shape=True)
     H, W = bundle.origins.shape[:2]
-    out = render_rays_anywhere(model, cond, bundle.origins.reshape(-1, 3), bundle.directions.reshape(-1, 3), outputs)
+    origins, directions = bundle.origins.reshape(-1, 3), bundle.directions.reshape(-1, 3)
+    out = render_rays_anywhere(model, cond, origins, directions, outputs, skip_empty=skip_empty)
     return {k: v.view(H, W, -1) for k, v in out.items()}
 
 
@@ -122,7 +127,7 @@ def orbit_cameras(reference: Cameras, num_views: int = 24, elevation_deg: float 
     )
     n = num_views
     return Cameras(
-        camera_to_worlds=look_at(eye),
+        camera_to_worlds=look_at_opengl(eye),
         fx=ref.fx.expand(n, 1).clone(),
         fy=ref.fy.expand(n, 1).clone(),
         cx=ref.cx.expand(n, 1).clone(),

@@ -24,11 +24,11 @@ import pytest
 import torch
 
 import featurenerf_ns.model.field as field_module
+from featurenerf_ns.geometry import cameras_from_fov, cameras_from_opencv, intrinsics_of
 from featurenerf_ns.model.api import TrainedFeatureNeRF
 from featurenerf_ns.model.authors_checkpoint import read_authors_checkpoint, to_model_state
 from featurenerf_ns.model.import_cli import ImportConfig, import_checkpoint
 from featurenerf_ns.model.rendering import SampleDepths
-from featurenerf_ns.utils.cameras import cameras_from_fov, cameras_from_opencv, intrinsics_of
 from featurenerf_ns.utils.hocon import hocon_get
 
 RTOL = 1e-5

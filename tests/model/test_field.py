@@ -3,13 +3,11 @@
 import torch
 import torch.nn.functional as F
 
-from featurenerf_ns.utils.cameras import random_upper_hemisphere as look_at_cameras
+from tests.model.model_fixtures import random_cameras
 
 
 def _inputs(num_views, B=2, N=50, size=32):
-    c2w = look_at_cameras(B * num_views)
-    f = size / (2 * torch.tan(torch.tensor(0.6911 / 2)))
-    intr = torch.tensor([f, f, size / 2 + 0.5, size / 2 + 0.5]).expand(B * num_views, 4)
+    c2w, intr = random_cameras(B * num_views, size)
     points = (torch.rand(B, N, 3) - 0.5) * 0.6
     viewdirs = F.normalize(torch.randn(B, N, 3), dim=-1)
     return c2w, intr, points, viewdirs
@@ -108,3 +106,32 @@ def test_chunked_inference_matches_single_pass(tiny_field, monkeypatch):
         sliced = field(cond, points, viewdirs, wanted)
     for k in wanted:
         torch.testing.assert_close(getattr(sliced, k), getattr(whole, k), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_inference_only_where_the_hardware_multiplies_it(tiny_field, monkeypatch):
+    """``inference_dtype`` bf16: used without gradients on hardware with native bf16 (within tolerance of fp32),
+    ignored with gradients and on hardware without it (then equal to fp32)."""
+    from featurenerf_ns.model import gemm
+
+    encoder, field = tiny_field
+    c2w, intr, points, viewdirs = _inputs(2, N=3000)
+    with torch.no_grad():
+        cond = field.condition(encoder(torch.rand(4, 3, 32, 32)), c2w, intr, (32, 32), 2)
+        outputs = frozenset({"rgb", "density", "feature", "v_nerf"})
+        exact = field(cond, points, viewdirs, outputs)
+        field.inference_dtype = torch.bfloat16
+        reduced = field(cond, points, viewdirs, outputs)
+    with_grad = field(cond, points, viewdirs, outputs)
+    torch.testing.assert_close(with_grad.v_nerf, exact.v_nerf, rtol=1e-5, atol=1e-6)
+    if gemm.CPU_BF16:
+        assert reduced.v_nerf.dtype == torch.float32
+        assert not torch.equal(reduced.v_nerf, exact.v_nerf)
+        cosine = F.cosine_similarity(reduced.v_nerf, exact.v_nerf, dim=-1)
+        assert float(cosine.min()) > 0.999
+        torch.testing.assert_close(reduced.rgb, exact.rgb, rtol=0, atol=2e-2)
+        torch.testing.assert_close(reduced.feature, exact.feature, rtol=0, atol=5e-2)
+    monkeypatch.setattr(gemm, "CPU_BF16", False)
+    with torch.no_grad():
+        emulated = field(cond, points, viewdirs, outputs)
+    for k in ("rgb", "density", "feature", "v_nerf"):
+        assert torch.equal(getattr(emulated, k), getattr(exact, k)), k
