@@ -1,8 +1,8 @@
 """Method configurations registered with nerfstudio (entry points ``nerfstudio.method_configs``).
 
-``featurenerf`` is the paper's configuration (DINO teacher); ``featurenerf-diffusion`` distils
-Latent Diffusion features instead; ``featurenerf-nerf-feature`` is its "NeRF feature"
-baseline (the same network trained without distillation or coordinate loss, i.e. pixelNeRF);
+``featurenerf`` is the paper's configuration (DINO teacher); ``featurenerf-dinov2`` and
+``featurenerf-diffusion`` distil DINOv2 or Latent Diffusion features instead; ``featurenerf-nerf-feature`` is
+its "NeRF feature" baseline (the same network trained without distillation or coordinate loss, i.e. pixelNeRF);
 ``featurenerf-cpu`` trains usefully on a 2-core CPU in about 15 minutes; ``featurenerf-tiny`` is a
 seconds-long smoke test. Method names are stable API: ``ns-eval`` finds a run's method by name.
 """
@@ -11,27 +11,57 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
+from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
 from featurenerf_ns.dataparsers.featurenerf_dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.layout import DINOV2_TEACHER_FOLDER
 from featurenerf_ns.model.encoder import SpatialEncoderConfig
 from featurenerf_ns.model.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.model.field import FeatureNeRFFieldConfig
 from featurenerf_ns.model.pipeline import FeatureNeRFPipelineConfig, require_device
-from featurenerf_ns.utils.io import UserError
+from featurenerf_ns.utils.io import UserError, check_writable
+
+
+class FeatureNeRFTrainer(Trainer):
+    """nerfstudio's trainer; with several devices (``--machine.num-devices``) only the main process evaluates."""
+
+    @check_main_thread
+    def eval_iteration(self, step: int) -> None:
+        # Every rank holds the same model and the same fixed eval triples, and only the main process writes what
+        # evaluation measures; the other ranks go on to the next step and wait there for this one's gradients.
+        super().eval_iteration(step)
 
 
 @dataclass
 class FeatureNeRFTrainerConfig(TrainerConfig):
     """nerfstudio's trainer configuration, naming runs after the category (outputs/<category>/<method>/...)."""
+
+    _target: type = field(default_factory=lambda: FeatureNeRFTrainer)
+
+    def check_devices(self) -> None:
+        """The device type exists here and, with ``--machine.num-devices`` above 1, there are that many GPUs (nerfstudio
+        runs one process per CUDA device); one-line :class:`UserError` otherwise."""
+        machine = self.machine
+        require_device(machine.device_type)
+        if machine.num_devices > 1 and machine.device_type != "cuda":
+            raise UserError(
+                f"--machine.num-devices {machine.num_devices} needs GPUs (--machine.device-type cuda): nerfstudio "
+                f"trains on several devices with one process per GPU; on {machine.device_type} train with one device"
+            )
+        if machine.device_type == "cuda" and machine.num_devices > torch.cuda.device_count():
+            raise UserError(
+                f"--machine.num-devices {machine.num_devices}, but this machine has {torch.cuda.device_count()} GPU(s)"
+            )
 
     def check_encoder_weights(self) -> None:
         """A run that starts from scratch must have the encoder weights it asks for (one-line :class:`UserError`)."""
@@ -41,10 +71,11 @@ class FeatureNeRFTrainerConfig(TrainerConfig):
                 raise UserError(problem)
 
     def preflight(self) -> None:
-        """What a run needs before anything is written: the device, the encoder weights, and data that parse. Each
-        failure is one line (a :class:`UserError`)."""
-        require_device(self.machine.device_type)
+        """What a run needs before anything is written: the device, the encoder weights, data that parse and a
+        writable output folder. Each failure is one line (a :class:`UserError`)."""
+        self.check_devices()
         self.check_encoder_weights()
+        check_writable(self.get_base_dir())
         parser = copy.deepcopy(self.pipeline.datamanager.dataparser)
         if self.pipeline.datamanager.data is not None:
             parser.data = Path(self.pipeline.datamanager.data)
@@ -108,6 +139,14 @@ def _nerf_feature() -> TrainerConfig:
     config = _paper()
     config.method_name = "featurenerf-nerf-feature"
     config.pipeline.model = dataclasses.replace(config.pipeline.model, lambda_distill=0.0, lambda_coord=0.0)
+    return config
+
+
+def _dinov2() -> TrainerConfig:
+    config = _paper()
+    config.method_name = "featurenerf-dinov2"
+    # Features cached by `featurenerf-teacher dinov2`; the feature head takes their channels (384 for ViT-S/14).
+    config.pipeline.datamanager.dataparser = FeatureNeRFDataParserConfig(teacher=DINOV2_TEACHER_FOLDER)
     return config
 
 
@@ -181,6 +220,10 @@ featurenerf = MethodSpecification(
 featurenerf_nerf_feature = MethodSpecification(
     config=_nerf_feature(),
     description="FeatureNeRF's 'NeRF feature' baseline: the same network without distillation (pixelNeRF)",
+)
+featurenerf_dinov2 = MethodSpecification(
+    config=_dinov2(),
+    description="FeatureNeRF distilled from DINOv2 ViT features (key facet; see featurenerf-teacher dinov2)",
 )
 featurenerf_diffusion = MethodSpecification(
     config=_diffusion(),

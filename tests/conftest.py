@@ -110,3 +110,25 @@ def trained_tiny(tmp_path_factory) -> TrainedRun:
     config = root / "outputs" / "chair" / "featurenerf-tiny" / "run" / "config.yml"
     assert config.is_file()
     return TrainedRun(root, config, TRAINED_STEPS, save_every)
+
+
+HEADLESS = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('viewer modules:', sorted(m for m in sys.modules if m.startswith("
+    "'featurenerf_ns.viewer')), file=sys.stderr))\n"
+    "sys.argv = sys.argv[1:]\n"
+    "from {module} import entrypoint\n"
+    "entrypoint()\n"
+)
+"""Runs a console script's entry point, then reports which ``featurenerf_ns.viewer`` modules it imported."""
+
+
+def run_headless(module: str, args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``module``'s ``entrypoint`` with ``args``; assert it succeeded without importing featurenerf_ns.viewer."""
+    code = HEADLESS.format(module=module)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-c", code, module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, f"{module} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "viewer modules: []" in proc.stderr, proc.stderr[-2000:]
+    return proc

@@ -7,15 +7,19 @@ source images and cameras of the batch's objects, which are per object rather th
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from time import time
 
 import torch
 import torchvision.utils as vutils
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
 from featurenerf_ns.model.authors_checkpoint import (
@@ -24,7 +28,11 @@ from featurenerf_ns.model.authors_checkpoint import (
     mismatch_message,
 )
 from featurenerf_ns.model.featurenerf import FeatureNeRFModel, FeatureNeRFModelConfig
+from featurenerf_ns.model.field import Conditioning
 from featurenerf_ns.utils.io import UserError
+
+VIEWER_ENTRY_POINTS = "featurenerf_ns.viewer"
+"""Entry-point group of the viewer panel's factory (``pipeline -> panel or None``), registered by the package."""
 
 
 @dataclass
@@ -49,6 +57,14 @@ def require_device(device: str | torch.device) -> None:
         )
 
 
+def unwrapped_model_keys(state: dict) -> dict:
+    """``state`` with the model's entries named as without DDP (``_model.module.x`` -> ``_model.x``)."""
+    return {
+        "_model." + key.removeprefix("_model.module.") if key.startswith("_model.module.") else key: value
+        for key, value in state.items()
+    }
+
+
 class FeatureNeRFPipeline(VanillaPipeline):
     """Encodes each batch's source views, then renders its rays."""
 
@@ -58,11 +74,43 @@ class FeatureNeRFPipeline(VanillaPipeline):
         require_device(device)
         super().__init__(config, device, *args, **kwargs)
         self._check_teacher_fits()
-        from featurenerf_ns.viewer.panel import make_panel
+        self._default_source: Conditioning | None = None
+        # A function over a weak reference, not a bound method: copying the model (e.g. to float64) must not copy
+        # the pipeline and its datamanager with it.
+        pipeline = weakref.ref(self)
+        self.featurenerf.camera_renderer = lambda camera: pipeline().render_default_source(camera)
 
-        # The viewer lists the elements of this module under "Custom Elements/FeatureNeRF" (the folder
-        # takes the attribute's name); it has no parameters, so checkpoints are unchanged.
-        self.FeatureNeRF = make_panel(self)
+    @property
+    def FeatureNeRF(self):  # noqa: N802 (nerfstudio names the panel's folder "Custom Elements/FeatureNeRF" after it)
+        """The viewer panel, built on first access by the factory registered under the entry-point group
+        ``featurenerf_ns.viewer`` (the viewer package), so the pipeline never imports the viewer.
+
+        nerfstudio's viewer looks for elements among the pipeline's attributes when it starts (a plain property is
+        read; a cached one would be skipped), and nothing else reads this: headless commands (``ns-eval``,
+        ``ns-render``, ``featurenerf-eval``) neither build nor import the panel. None when no viewer is installed or
+        the data cannot feed one.
+        """
+        if "_panel" not in self.__dict__:
+            factories = entry_points(group=VIEWER_ENTRY_POINTS)
+            # Kept out of the module tree (object.__setattr__): the panel has no state for checkpoints.
+            object.__setattr__(self, "_panel", factories[0].load()(self) if factories else None)
+        return self.__dict__["_panel"]
+
+    def render_default_source(self, camera: Cameras) -> dict[str, Tensor]:
+        """What nerfstudio's viewer and ``ns-render`` (which bring no source image) see without the panel: the field
+        conditioned on view 0 of the first eval object (encoded once), ``rgb``/``depth``/``accumulation`` (v_NeRF is
+        not composited)."""
+        if self._default_source is None:
+            dm = self.datamanager
+            outputs = dm.eval_dataparser_outputs
+            record = outputs.metadata["objects"][0]
+            rgba = dm.load_views(record, [0], with_teacher=False).rgba
+            inputs = dm.source_conditioning_inputs(
+                outputs.cameras, [record], [[0]], rgba[None, ..., :3].permute(0, 1, 4, 2, 3)
+            )
+            with torch.no_grad():
+                self._default_source = self.featurenerf.encode(inputs["images"], inputs["c2w"], inputs["intrinsics"])
+        return self.featurenerf.render_camera(self._default_source, camera, frozenset({"rgb"}))
 
     def _check_teacher_fits(self) -> None:
         """Training distils the teacher into the feature head: their channels must agree (one line if not)."""
@@ -79,14 +127,18 @@ class FeatureNeRFPipeline(VanillaPipeline):
             )
 
     def load_pipeline(self, loaded_state: dict, step: int) -> None:
-        """Load a checkpoint; one of a differently shaped network is one line naming the options that fit it."""
-        own = self.state_dict()
-        loaded = {key.removeprefix("module."): value for key, value in loaded_state.items()}
+        """Load a checkpoint; one of a differently shaped network is one line naming the options that fit it.
+
+        Checkpoints of a multi-device run (and this pipeline's own state under DDP) name the model's entries
+        ``_model.module.*``: they are compared as the unwrapped model names them, and nerfstudio loads either way.
+        """
+        own = unwrapped_model_keys(self.state_dict())
+        loaded = unwrapped_model_keys({key.removeprefix("module."): value for key, value in loaded_state.items()})
         network = ("_model.field.", "_model.encoder.")
         problems = [
             f"{k} is {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} here"
             for k, v in loaded.items()
-            if k in own and own[k].shape != v.shape
+            if k in own and isinstance(v, torch.Tensor) and own[k].shape != v.shape
         ]
         problems += [
             f"the checkpoint has {k}, which this model lacks" for k in loaded if k.startswith(network) and k not in own
@@ -99,6 +151,26 @@ class FeatureNeRFPipeline(VanillaPipeline):
             hint = mismatch_message(theirs, current) if theirs is not None else ""
             raise UserError(f"checkpoint does not fit this model: {hint or problems[0]}")
         super().load_pipeline(loaded_state, step)
+
+    def get_extra_state(self) -> dict:
+        """What training draws random numbers from (torch's generator, the datamanager's sampler), saved with every
+        checkpoint so that a resumed run continues exactly as an uninterrupted one would (single process)."""
+        state = {"torch_rng": torch.get_rng_state(), "sampler": self.datamanager.sampler_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def set_extra_state(self, state: dict) -> None:
+        # Checkpoints without it (older ones, imported authors' checkpoints) load without calling this: nerfstudio
+        # loads the pipeline's own state non-strictly.
+        self.datamanager.load_sampler_state(state["sampler"])
+        if self.world_size > 1:
+            # Only rank 0's generator is in the checkpoint; the ranks must keep drawing different pixels.
+            torch.manual_seed(torch.initial_seed() + 1_000_003 * self.datamanager.train_count)
+            return
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     @property
     def featurenerf(self) -> FeatureNeRFModel:
@@ -133,7 +205,7 @@ class FeatureNeRFPipeline(VanillaPipeline):
     def _render_example(self, camera, batch) -> tuple[dict, dict]:
         with torch.no_grad():
             cond = self._encode(batch)
-            outputs = self.featurenerf.render_camera(cond, camera, frozenset({"rgb"}))
+            outputs = self.featurenerf.render_camera(cond, camera, self.featurenerf.image_outputs(batch))
         return self.model.get_image_metrics_and_images(outputs, batch)
 
     @profiler.time_function
@@ -149,7 +221,9 @@ class FeatureNeRFPipeline(VanillaPipeline):
     def get_average_eval_image_metrics(
         self, step: int | None = None, output_path: Path | None = None, get_std: bool = False
     ):
-        """Mean PSNR/SSIM(/LPIPS) over the datamanager's fixed (object, source view, target view) triples."""
+        """Mean PSNR/SSIM(/LPIPS) and distillation error over the datamanager's fixed (object, source view, target
+        view) triples; a metric that some views lack (no teacher, no foreground) is averaged over the views that
+        have it."""
         self.eval()
         dm = self.datamanager
         if output_path is not None:
@@ -174,8 +248,8 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 per_image.append(metrics)
                 progress.advance(task)
         result = {}
-        for key in per_image[0]:
-            values = torch.tensor([m[key] for m in per_image])
+        for key in dict.fromkeys(k for m in per_image for k in m):
+            values = torch.tensor([m[key] for m in per_image if key in m])
             result[key] = float(values.mean())
             if get_std:
                 result[f"{key}_std"] = float(values.std())

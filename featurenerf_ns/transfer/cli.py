@@ -14,6 +14,8 @@ same pairs in the same way; results go to ``<output-dir>/<category>/`` (see
 
 from __future__ import annotations
 
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,12 +26,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from featurenerf_ns.categories import resolve_category
 from featurenerf_ns.transfer.data import CategoryData, random_pairs, resolve_data_path, split_pairs
 from featurenerf_ns.transfer.evaluate import MethodResult, TaskSpec, evaluate_method
 from featurenerf_ns.transfer.report import write_report
 from featurenerf_ns.transfer.sources import ChanceSource, FeatureSource, NeRFSource, OracleSource, TeacherSource
 from featurenerf_ns.transfer.spair import SpairConfig, run_spair
-from featurenerf_ns.utils.errors import install_data_error_hook
+from featurenerf_ns.utils.errors import report_user_errors
+from featurenerf_ns.utils.io import UserError
 
 
 class PairsPerSecondColumn(ProgressColumn):
@@ -55,6 +59,12 @@ class EvalConfig:
     feature: Literal["v_nerf", "feature"] = "v_nerf"
     """v_nerf: the L2-normalised 512-d internal feature (the authors' protocol); feature: the
     distilled head's output (the paper's ablation)."""
+    skip_empty: bool = False
+    """Render 2D feature maps evaluating the MLP only in each source's occupied space (faster, within the tolerance
+    of benchmarks/README.md); off: the exact render, as the authors'."""
+    inference_dtype: Literal["float32", "bfloat16"] | None = None
+    """Override the run's MLP precision for rendering and queries (bfloat16 only where the hardware has it natively;
+    see the model's inference_dtype); None: the run's own (float32 unless trained otherwise)."""
     compare_configs: tuple[Path, ...] = ()
     """More checkpoints (config.yml) scored identically, e.g. the no-distillation NeRF baseline."""
     baselines: tuple[Literal["teacher", "oracle", "chance"], ...] = ()
@@ -66,9 +76,10 @@ class EvalConfig:
     category: str | None = None
     """Category name or synset when --data is the layout root."""
     split_file: Path | None = None
-    """Split JSON with the pair lists (default <root>/splits/<synset>.json)."""
+    """Split JSON with the pair lists (default: the evaluated run's split file, else <root>/splits/<synset>.json)."""
     teacher_folder: str | None = None
-    """Teacher feature folder under the root (default: dino_feat_256, else synth_feat_32)."""
+    """Teacher feature folder under the root (default: the evaluated run's teacher, else dino_feat_256, else
+    dinov2_feat_448, else synth_feat_32)."""
     pairs: Literal["split", "random"] = "split"
     """split: the split file's cross_inst_pairs / cross_view_pairs; random: drawn with --seed."""
     num_pairs: int | None = None
@@ -77,8 +88,12 @@ class EvalConfig:
     """Seed of --pairs random."""
     split: str = "test"
     """Split whose objects random pairs use and models are conditioned on."""
-    output_dir: Path = Path("outputs/transfer")
-    """Results go to <output-dir>/<category>/."""
+    output_dir: Path | None = None
+    """Results go to <output-dir>/<category>/; default: the evaluated run's folder (<run>/transfer/, next to its
+    config.yml), or outputs/transfer/<category>/ without a model."""
+    overwrite: bool = False
+    """Replace an earlier result of the same benchmark in that folder; by default a new one is written beside it
+    (<name>-2.json, ...)."""
     num_vis: int = 4
     """Pairs shown in the qualitative grid (0: none)."""
     chunk: int | None = None
@@ -95,41 +110,80 @@ def _model_name(config: Path, feature: str) -> str:
     return f"{'/'.join(parts) or config.stem} ({feature})"
 
 
-def build_sources(cfg: EvalConfig, console: Console) -> tuple[CategoryData, list[FeatureSource]]:
-    """The data and every method the config names (model first, then comparisons, then baselines)."""
-    sources: list[FeatureSource] = []
+def _same_root(a: Path, b: Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def build_sources(cfg: EvalConfig, console: Console) -> tuple[CategoryData, list[FeatureSource], dict]:
+    """The data and every method the config names (model first, then comparisons, then baselines), and where the
+    data root, split file and teacher folder came from.
+
+    Without data options the evaluated run's own data root, split file and teacher folder are used (so a model
+    trained on a custom split is scored on its own test objects); an explicit option overrides them.
+    """
     configs = ([cfg.load_config] if cfg.load_config is not None else []) + list(cfg.compare_configs)
     names = list(cfg.method_names)
-    data: CategoryData | None = None
+    models: list[NeRFSource] = []
+    for i, config in enumerate(configs):
+        src = NeRFSource.from_config(
+            config, cfg.feature, cfg.inference_dtype, split=cfg.split, skip_empty=cfg.skip_empty
+        )
+        src.name = names[i] if i < len(names) else _model_name(config, cfg.feature)
+        models.append(src)
+    run_model = models[0].model if models else None
     if cfg.data is not None:
         root, category = resolve_data_path(cfg.data, cfg.category)
-        data = CategoryData(root, category.name, split_file=cfg.split_file)
-    for i, config in enumerate(configs):
-        src = NeRFSource.from_config(config, feature=cfg.feature, split=cfg.split)
-        src.name = names[i] if i < len(names) else _model_name(config, cfg.feature)
-        if data is None:
-            data = CategoryData(src.model.data_root, src.model.synset, split_file=cfg.split_file)
-        elif src.model.synset != data.synset:
-            raise ValueError(f"{config}: model category {src.model.synset} differs from the data's {data.synset}")
-        sources.append(src)
-    if data is None:
-        raise ValueError("nothing to evaluate: give --load-config, --compare-configs or --data")
+        provenance = {"data_root": {"path": str(root), "from": "--data"}}
+    elif run_model is not None:
+        root, category = run_model.data_root, resolve_category(run_model.synset)
+        provenance = {"data_root": {"path": str(root), "from": "run"}}
+    else:
+        raise UserError("nothing to evaluate: give --load-config, --compare-configs or --data")
+    same_data = run_model is not None and _same_root(root, run_model.data_root)
+    split_file, split_from = cfg.split_file, "--split-file"
+    if split_file is None:
+        use_run = same_data and run_model.split_file is not None  # type: ignore[union-attr]
+        split_file, split_from = (run_model.split_file, "run") if use_run else (None, "default")  # type: ignore[union-attr]
+    data = CategoryData(root, category.name, split_file=split_file)
+    provenance["split_file"] = {"path": str(data.split_path), "from": split_from}
+    for src, config in zip(models, configs, strict=True):
+        if src.model.synset != data.synset:
+            raise UserError(f"{config}: model category {src.model.synset} differs from the data's {data.synset}")
+    sources: list[FeatureSource] = list(models)
     baselines = list(cfg.baselines) or (["teacher"] if not configs else [])
     for b in baselines:
         if b == "teacher":
-            sources.append(TeacherSource(data, folder=cfg.teacher_folder, device=cfg.device))
+            folder, folder_from = cfg.teacher_folder, "--teacher-folder"
+            if folder is None and same_data and run_model.teacher_folder is not None:  # type: ignore[union-attr]
+                folder, folder_from = run_model.teacher_folder, "run"  # type: ignore[union-attr]
+            teacher = TeacherSource(data, folder=folder, device=cfg.device)
+            provenance["teacher_folder"] = {"folder": teacher.folder, "from": folder_from if folder else "default"}
+            sources.append(teacher)
         elif b == "chance":
             sources.append(ChanceSource(data))
         else:
             sources.append(OracleSource(data))
-    return data, sources
+    provenance["models"] = [
+        {"name": m.name, "config": str(m.model.config_path), "checkpoint_step": m.model.checkpoint_step} for m in models
+    ]
+    return data, sources, provenance
+
+
+def report_folder(cfg: EvalConfig, data: CategoryData) -> Path:
+    """``<output-dir>/<category>`` when given, else the evaluated run's ``transfer/`` folder (next to its
+    ``config.yml``), else ``outputs/transfer/<category>``."""
+    if cfg.output_dir is not None:
+        return cfg.output_dir / data.category.name
+    if cfg.load_config is not None:
+        return Path(cfg.load_config).parent / "transfer"
+    return Path("outputs/transfer") / data.category.name
 
 
 def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Path]:
     """Run one benchmark for every method and write the report; returns the written paths."""
     console = console or Console()
     spec = TaskSpec(cfg.task, cfg.space, cfg.setting)
-    data, sources = build_sources(cfg, console)
+    data, sources, provenance = build_sources(cfg, console)
     if cfg.pairs == "split":
         pairs = split_pairs(data, cfg.setting)
         if cfg.num_pairs is not None:
@@ -143,7 +197,7 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Path]:
             console.print(f"[yellow]skipping {escape(s.name)}: {skipped[s.name]}[/yellow]")
         sources = [s for s in sources if s.supports_3d]
     if not sources:
-        raise ValueError(f"no method can run {spec.space} {spec.task} (skipped: {skipped})")
+        raise UserError(f"no method can run {spec.space} {spec.task} (skipped: {skipped})")
     results: list[MethodResult] = []
     columns = [
         TextColumn("{task.description}"),
@@ -163,11 +217,13 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Path]:
     meta = {
         "pairs": cfg.pairs,
         "seed": cfg.seed if cfg.pairs == "random" else None,
-        "split_file": str(data.split_path) if cfg.pairs == "split" else None,
+        "split": cfg.split,
         "num_pairs": len(pairs),
         "skipped_methods": skipped,
+        "provenance": {**provenance, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])},
     }
-    paths = write_report(cfg.output_dir, data, spec, results, meta=meta, num_vis=cfg.num_vis, console=console)
+    folder = report_folder(cfg, data)
+    paths = write_report(folder, data, spec, results, meta, cfg.num_vis, console, overwrite=cfg.overwrite)
     for kind, path in paths.items():
         console.print(f"{kind}: {path}")
     return paths
@@ -187,11 +243,11 @@ Commands = tyro.extras.subcommand_type_from_defaults(
 )
 
 
-def entrypoint() -> None:
-    """``featurenerf-eval`` console script."""
-    install_data_error_hook()
+@report_user_errors
+def entrypoint(args: list[str] | None = None) -> None:
+    """``featurenerf-eval`` console script (``args``: the command line, default ``sys.argv``)."""
     tyro.extras.set_accent_color("bright_yellow")
-    cfg = tyro.cli(Commands)
+    cfg = tyro.cli(Commands, args=args)
     if isinstance(cfg, SpairConfig):
         run_spair(cfg)
     else:

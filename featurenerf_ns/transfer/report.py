@@ -23,7 +23,7 @@ from rich.text import Text  # noqa: E402
 
 from featurenerf_ns.transfer.data import CategoryData, Pair  # noqa: E402
 from featurenerf_ns.transfer.evaluate import MethodResult, PairResult, TaskSpec  # noqa: E402
-from featurenerf_ns.utils.io import atomic_path, write_json  # noqa: E402
+from featurenerf_ns.utils.io import atomic_path, make_dirs, remove_temporaries, write_json  # noqa: E402
 
 
 def headline_score(mean: dict) -> float:
@@ -204,21 +204,47 @@ def _draw_keypoints(ax, data, spec, img, pair, obj, view, res, is_src, size) -> 
 
 
 # ---------------------------------------------------------------------- everything
+def report_stem(folder: Path, slug: str, overwrite: bool = False) -> str:
+    """``slug``, or with ``overwrite`` False and a finished result of that name in ``folder``, the first free
+    ``slug-2``, ``slug-3``, ... (a result is finished when its JSON exists: it is written last)."""
+    if overwrite or not (folder / f"{slug}.json").exists():
+        return slug
+    n = 2
+    while (folder / f"{slug}-{n}.json").exists():
+        n += 1
+    return f"{slug}-{n}"
+
+
 def write_report(
-    output_dir: Path,
+    folder: Path,
     data: CategoryData,
     spec: TaskSpec,
     results: Sequence[MethodResult],
     meta: dict | None = None,
     num_vis: int = 4,
     console: Console | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Write the JSON, figures and tables of one benchmark; returns their paths by kind."""
-    out = Path(output_dir) / data.category.name
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the figures, table and JSON of one benchmark into ``folder``; returns their paths by kind.
+
+    An earlier result of the same benchmark in ``folder`` is kept (the new one is numbered, see :func:`report_stem`)
+    unless ``overwrite``. The JSON is written last, so a killed run leaves no result that looks finished.
+    """
+    out = make_dirs(Path(folder))
+    stem = report_stem(out, spec.slug, overwrite)
     unit = ", PCK thresholds in px" if spec.space == "2d" and spec.task == "keypoints" else ""
     title = f"{data.category.name} ({data.synset}): {spec.task} {spec.space} {spec.setting}{unit}"
-    paths = {"json": out / f"{spec.slug}.json", "markdown": out / f"{spec.slug}.md"}
+    paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md"}
+    curve = out / f"{stem}_{'pck' if spec.task == 'keypoints' else 'miou'}.png"
+    qualitative = out / f"{stem}_qualitative.png"
+    remove_temporaries([*paths.values(), curve, qualitative])  # of a run of this benchmark that was killed
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text(markdown_table(results, title))
+    paths["curve"] = curve
+    (plot_pck_curve if spec.task == "keypoints" else plot_miou_bars)(results, curve, title)
+    if num_vis > 0 and results:
+        paths["qualitative"] = qualitative
+        plot_qualitative(data, spec, results, qualitative, num_vis)
     write_json(
         paths["json"],
         {
@@ -233,16 +259,5 @@ def write_report(
             "methods": {r.name: r.to_json() for r in results},
         },
     )
-    with atomic_path(paths["markdown"]) as tmp:
-        tmp.write_text(markdown_table(results, title))
-    if spec.task == "keypoints":
-        paths["curve"] = out / f"{spec.slug}_pck.png"
-        plot_pck_curve(results, paths["curve"], title)
-    else:
-        paths["curve"] = out / f"{spec.slug}_miou.png"
-        plot_miou_bars(results, paths["curve"], title)
-    if num_vis > 0 and results:
-        paths["qualitative"] = out / f"{spec.slug}_qualitative.png"
-        plot_qualitative(data, spec, results, paths["qualitative"], num_vis)
     print_table(results, title, console)
     return paths

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from featurenerf_ns.layout import DINO_TEACHER_FOLDER, SYNTHETIC_TEACHER_FOLDER
+from featurenerf_ns.layout import DINO_TEACHER_FOLDER, DINOV2_TEACHER_FOLDER, SYNTHETIC_TEACHER_FOLDER
 from featurenerf_ns.teachers.store import TeacherFeatures, open_teacher_features
 from featurenerf_ns.transfer.data import CategoryData
 from featurenerf_ns.utils.io import DataError
@@ -170,9 +170,7 @@ class OracleSource(FeatureSource):
 
     def _one_hot(self, labels: np.ndarray, where: str) -> Tensor:
         if labels.size and (labels.min() < 0 or labels.max() >= self.max_parts):
-            raise ValueError(
-                f"{where}: part labels must be in [0, {self.max_parts}), got {labels.min()}..{labels.max()}"
-            )
+            raise DataError(where, f"part labels must be in [0, {self.max_parts}), got {labels.min()}..{labels.max()}")
         return F.one_hot(torch.from_numpy(labels.astype(np.int64)), self.max_parts).float() * self.part_weight
 
     def _kp_channels(self, coords: Tensor, kps: np.ndarray, dim: int, sigma: float, where: str) -> Tensor:
@@ -181,7 +179,7 @@ class OracleSource(FeatureSource):
             return out
         ids = torch.as_tensor(kps[:, dim].astype(np.int64))
         if ids.min() < 0 or ids.max() >= self.max_keypoint_ids:
-            raise ValueError(f"{where}: keypoint ids must be in [0, {self.max_keypoint_ids}), got {ids.tolist()}")
+            raise DataError(where, f"keypoint ids must be in [0, {self.max_keypoint_ids}), got {ids.tolist()}")
         d2 = torch.cdist(coords, torch.as_tensor(kps[:, :dim], dtype=torch.float32)) ** 2
         # clamped so far-away values stay normal floats (denormal exp results are ~1000x slower)
         val = torch.exp(-torch.clamp(d2 / (2 * sigma**2), max=30.0))
@@ -204,8 +202,8 @@ class OracleSource(FeatureSource):
         r = int(math.ceil(6 * sigma))  # beyond 6 sigma the Gaussian is < 1e-7: only a window is computed
         for x, y, kp_id in kps:
             if not 0 <= int(kp_id) < self.max_keypoint_ids:
-                raise ValueError(
-                    f"{self.data.layout.kp_2d(obj_id)}: keypoint id {int(kp_id)} outside [0, {self.max_keypoint_ids})"
+                raise DataError(
+                    self.data.layout.kp_2d(obj_id), f"keypoint id {int(kp_id)} outside [0, {self.max_keypoint_ids})"
                 )
             r0, r1 = max(0, int(y) - r), min(h, int(y) + r + 1)
             c0, c1 = max(0, int(x) - r), min(w, int(x) + r + 1)
@@ -272,14 +270,15 @@ class ChanceSource(FeatureSource):
 
 # ---------------------------------------------------------------------- teacher
 def find_teacher_folder(data: CategoryData) -> str:
-    """The teacher folder present for this category: the authors' DINO one, else the synthetic teacher's."""
-    for folder in (DINO_TEACHER_FOLDER, SYNTHETIC_TEACHER_FOLDER):
+    """The teacher folder present for this category: the authors' DINO one, else DINOv2's, else the synthetic
+    teacher's."""
+    folders = (DINO_TEACHER_FOLDER, DINOV2_TEACHER_FOLDER, SYNTHETIC_TEACHER_FOLDER)
+    for folder in folders:
         if (data.root / folder / data.synset).is_dir():
             return folder
     raise DataError(
         data.root / DINO_TEACHER_FOLDER / data.synset,
-        f"no teacher features (looked for {DINO_TEACHER_FOLDER}/ and {SYNTHETIC_TEACHER_FOLDER}/); "
-        "pass --teacher-folder",
+        f"no teacher features (looked for {', '.join(f + '/' for f in folders)}); pass --teacher-folder",
     )
 
 
@@ -346,7 +345,8 @@ class NeRFSource(FeatureSource):
     """A trained FeatureNeRF (``TrainedFeatureNeRF``): rendered maps and queried point features.
 
     ``feature="v_nerf"`` (default) is the 512-d internal feature the authors evaluate (the matching
-    L2-normalises it); ``"feature"`` is the distilled head's output (the paper's ablation).
+    L2-normalises it); ``"feature"`` is the distilled head's output (the paper's ablation). ``skip_empty``
+    renders with empty-space skipping (``TrainedFeatureNeRF.render``).
     """
 
     supports_3d = True
@@ -358,6 +358,7 @@ class NeRFSource(FeatureSource):
         split: str = "test",
         name: str | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        skip_empty: bool = False,
     ):
         super().__init__(cache_bytes)
         if feature not in ("v_nerf", "feature"):
@@ -365,14 +366,22 @@ class NeRFSource(FeatureSource):
         self.model = model
         self.feature = feature
         self.split = split
+        self.skip_empty = skip_empty
         self.name = name or f"featurenerf ({feature})"
         self._cond: OrderedDict[tuple[str, int], object] = OrderedDict()
 
     @classmethod
-    def from_config(cls, config_path: Path, feature: Literal["v_nerf", "feature"] = "v_nerf", **kwargs) -> NeRFSource:
+    def from_config(
+        cls,
+        config_path: Path,
+        feature: Literal["v_nerf", "feature"] = "v_nerf",
+        inference_dtype: Literal["float32", "bfloat16"] | None = None,
+        **kwargs,
+    ) -> NeRFSource:
         from featurenerf_ns.model.api import TrainedFeatureNeRF
 
-        return cls(TrainedFeatureNeRF.load(Path(config_path)), feature=feature, **kwargs)
+        model = TrainedFeatureNeRF.load(Path(config_path), inference_dtype=inference_dtype)
+        return cls(model, feature=feature, **kwargs)
 
     def _condition(self, obj_id: str, view: int):
         key = (obj_id, view)
@@ -388,7 +397,7 @@ class NeRFSource(FeatureSource):
     @torch.no_grad()
     def _render(self, obj_id: str, src_view: int, trg_view: int) -> Tensor:
         cond = self._condition(obj_id, src_view)
-        out = self.model.render(cond, self.split, obj_id, trg_view, outputs=(self.feature,))
+        out = self.model.render(cond, self.split, obj_id, trg_view, (self.feature,), self.skip_empty)
         return out[self.feature]
 
     def _compute_feature_map(self, obj_id: str, view: int) -> Tensor:

@@ -21,10 +21,11 @@ skipped for ``rgb``/``depth``/``accumulation``); the others are returned as blac
 dropdown keeps listing them. Transferred 3D keypoints of the reference object are drawn as labelled
 markers in the scene.
 
-Wiring: :class:`FeatureNeRFViewerPanel` is an ``nn.Module`` (without parameters) created by the
-pipeline, so nerfstudio finds its viewer elements (attribute names set their order: hence the
-letter prefixes). It hangs :meth:`FeatureNeRFViewerPanel.render_outputs` on the model's
-``viewer_outputs`` hook, which ``FeatureNeRFModel.get_outputs_for_camera`` calls. Its
+Wiring: :class:`FeatureNeRFViewerPanel` is an ``nn.Module`` (without parameters) built by :func:`make_panel`, which
+the package registers under the ``featurenerf_ns.viewer`` entry points; the pipeline's ``FeatureNeRF`` property builds
+it when nerfstudio's viewer looks for elements, which finds them there (attribute names set their order: hence
+the letter prefixes). It hangs :meth:`FeatureNeRFViewerPanel.render_outputs` on the model's
+``camera_renderer`` hook, which ``FeatureNeRFModel.get_outputs_for_camera`` calls. Its
 :class:`PanelViewerControl` (a ``ViewerControl``) gets the running viewer: viser scene, clicks,
 the lock shared with training, the selected output, the run directory.
 """
@@ -62,10 +63,11 @@ from torch import Tensor, nn
 from featurenerf_ns.categories import resolve_category
 from featurenerf_ns.data.images import load_view
 from featurenerf_ns.dataparsers.records import ObjectRecord
+from featurenerf_ns.geometry import intrinsics_of
 from featurenerf_ns.model.field import Conditioning
+from featurenerf_ns.utils.features import PCABasis
 from featurenerf_ns.utils.io import DataError
 from featurenerf_ns.viewer.colors import (
-    PCABasis,
     colorize_labels,
     cosine_similarity_map,
     label_palette,
@@ -255,7 +257,7 @@ class FeatureNeRFViewerPanel(nn.Module):
         """Number of encodings so far (tests check that a change encodes once)."""
         self.last_orbit_dir: Path | None = None
         """Folder of the last "Render views" export."""
-        self._model.viewer_outputs = self.render_outputs
+        self._model.camera_renderer = self.render_outputs
         self._update_legend()
 
     # ------------------------------------------------------------------------------------- access
@@ -393,7 +395,7 @@ class FeatureNeRFViewerPanel(nn.Module):
 
     def _encode(self, source: Source) -> Conditioning:
         cams = source.cameras
-        intr = torch.cat((cams.fx, cams.fy, cams.cx, cams.cy), dim=-1)
+        intr = intrinsics_of(cams)
         images = source.rgb.permute(0, 3, 1, 2)[None].to(self._model.device)
         self.encode_count += 1
         with torch.no_grad():

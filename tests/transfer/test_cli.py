@@ -1,3 +1,4 @@
+import itertools
 import json
 import shutil
 import subprocess
@@ -13,6 +14,9 @@ from rich.console import Console
 from featurenerf_ns.transfer.cli import EvalConfig, run
 from featurenerf_ns.transfer.data import CategoryData
 from featurenerf_ns.transfer.sources import NeRFSource
+from tests.conftest import run_headless
+
+BIN = Path(sys.executable).parent
 
 
 def _check_png(path: Path) -> None:
@@ -88,9 +92,9 @@ def api_calls(monkeypatch):
         calls.append(("encode", obj_id, tuple(views)))
         return cond
 
-    def spy_render(self, cond, split, obj_id, view, outputs=("v_nerf",)):
+    def spy_render(self, cond, split, obj_id, view, outputs=("v_nerf",), **kwargs):
         calls.append(("render", obj_id, views_of[id(cond)], view, tuple(outputs)))
-        return render(self, cond, split, obj_id, view, outputs=outputs)
+        return render(self, cond, split, obj_id, view, outputs=outputs, **kwargs)
 
     monkeypatch.setattr(TrainedFeatureNeRF, "encode", spy_encode)
     monkeypatch.setattr(TrainedFeatureNeRF, "render", spy_render)
@@ -153,7 +157,7 @@ def test_console_script(toy_root, tmp_path):
     assert "pairs/s" in proc.stdout
     bad = subprocess.run([str(exe), "parts", "--data", str(tmp_path / "nowhere" / "chair")], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
-    assert bad.returncode != 0 and "nowhere" in bad.stderr
+    assert bad.returncode == 2 and "nowhere" in bad.stderr
 
 
 def test_missing_model_config_is_one_line(tmp_path):
@@ -161,7 +165,68 @@ def test_missing_model_config_is_one_line(tmp_path):
     for target, problem in ((tmp_path / "missing" / "config.yml", "not found"), (tmp_path, "is a directory")):
         proc = subprocess.run([str(exe), "parts", "--load-config", str(target)], capture_output=True, text=True,
                               timeout=300)  # fmt: skip
-        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines()[-1] == (
             f"error: {target}: {problem}: give the config.yml of an ns-train run (outputs/<category>/<method>/<time>/)"
         )
+
+
+@pytest.mark.slow
+def test_eval_reads_the_runs_split_and_keeps_every_result(trained_tiny, tmp_path):
+    """A run trained with a custom --splits-file whose test objects differ from the default file's is evaluated, with
+    no data options, on exactly its own test objects; the JSON says where split, data and teacher came from and which
+    checkpoint it measured. Results go under the run's folder, and a second result never replaces the first."""
+    default = json.loads((trained_tiny.data.parent / "splits" / "03001627.json").read_text())
+    test_ids = default["train"][:3]
+    inst_pairs = list(itertools.pairwise(test_ids))
+    custom = {
+        "train": default["train"][3:] + default["test"], "val": default["val"], "test": test_ids,
+        "cross_inst_pairs": [{"src": a, "trg": b, "view": 1} for a, b in inst_pairs],
+        "cross_view_pairs": [{"model_id": test_ids[0], "src_view": 0, "trg_view": 2}],
+    }  # fmt: skip
+    assert not set(test_ids) & set(default["test"])
+    split_file = tmp_path / "custom_split.json"
+    split_file.write_text(json.dumps(custom))
+    out = tmp_path / "outputs"
+    cmd = [str(BIN / "ns-train"), "featurenerf-tiny", "--data", str(trained_tiny.data), "--output-dir", str(out),
+           "--timestamp", "custom", "--max-num-iterations", "2", "--pipeline.datamanager.eval-num-triples", "1",
+           "featurenerf-data", "--splits-file", str(split_file)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = out / "chair" / "featurenerf-tiny" / "custom" / "config.yml"
+
+    def evaluate(*extra: str) -> None:  # headless: the viewer package is never imported
+        args = ["parts", "--load-config", str(config), "--baselines", "chance", "--num-vis", "0", *extra]
+        run_headless("featurenerf_ns.transfer.cli", args, cwd=tmp_path, timeout=600)
+
+    evaluate()
+    first = config.parent / "transfer" / "parts_2d_cross-instance.json"
+    result = json.loads(first.read_text())
+    prov = result["provenance"]
+    assert prov["split_file"] == {"path": str(split_file), "from": "run"}
+    assert prov["data_root"] == {"path": str(trained_tiny.data.parent), "from": "run"}
+    assert prov["models"] == [{"name": "featurenerf-tiny/custom (v_nerf)", "config": str(config), "checkpoint_step": 1}]
+    assert prov["command"].split()[1:4] == ["parts", "--load-config", str(config)]
+    for method in result["methods"].values():
+        evaluated = {(p["src"], p["trg"]) for p in method["per_pair"]}
+        assert evaluated == set(inst_pairs)
+    before = first.read_bytes()
+
+    evaluate()  # the same benchmark again: a second result beside the first
+    assert first.read_bytes() == before
+    second = json.loads((config.parent / "transfer" / "parts_2d_cross-instance-2.json").read_text())
+    assert second["methods"].keys() == result["methods"].keys()
+
+    shared = tmp_path / "shared"  # two models into one folder: two results, each naming its model
+    evaluate("--output-dir", str(shared))
+    args = [str(BIN / "featurenerf-eval"), "parts", "--load-config", str(trained_tiny.config), "--output-dir",
+            str(shared), "--num-vis", "0", "--num-pairs", "2"]  # fmt: skip
+    assert subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600).returncode == 0
+    results = [json.loads((shared / "chair" / n).read_text()) for n in ("parts_2d_cross-instance.json",
+                                                                         "parts_2d_cross-instance-2.json")]  # fmt: skip
+    assert [r["provenance"]["models"][0]["config"] for r in results] == [str(config), str(trained_tiny.config)]
+    assert results[1]["provenance"]["split_file"]["path"] == str(trained_tiny.data.parent / "splits" / "03001627.json")
+
+    evaluate("--output-dir", str(shared), "--overwrite")  # replaces the first, adds nothing
+    assert sorted(p.name for p in (shared / "chair").glob("*.json")) == [
+        "parts_2d_cross-instance-2.json", "parts_2d_cross-instance.json"]  # fmt: skip

@@ -111,9 +111,10 @@ def test_image_file_source_and_bad_path(viewer_pipeline, panel, tmp_path):
 
 
 def _source_pixels(panel, n: int) -> list[tuple[int, int]]:
-    """``n`` foreground pixels of the source render, spread over the object (fixed choice)."""
-    fg = panel._source_foreground().cpu()
-    rc = fg.nonzero()
+    """``n`` foreground pixels of the source render, spread over the object (fixed choice), among those the panel
+    accepts clicks on (rendered opacity above 'Label min opacity', with a margin)."""
+    opaque = panel._render_source()["accumulation"][..., 0].cpu() >= panel.ha_min_opacity.value + 0.1
+    rc = (panel._source_foreground().cpu() & opaque).nonzero()
     pick = torch.linspace(0, len(rc) - 1, n + 2).round().long()[1:-1]
     return [tuple(int(v) for v in rc[i]) for i in pick]
 
