@@ -109,6 +109,33 @@ class Teacher(nn.Module):
         return torch.cat(outs)
 
 
+class ViTTeacher(Teacher):
+    """A ViT teacher: a facet of block ``config.layer`` on a grid of ``config.input_size / patch_size`` cells.
+
+    Subclasses set ``self.vit``, give :attr:`patch_size` and call :meth:`check_geometry` once the network is built.
+    """
+
+    @property
+    def patch_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def map_size(self) -> int:
+        return self.config.input_size // self.patch_size  # type: ignore[attr-defined]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "map_size": self.map_size}
+
+    def check_geometry(self, depth: int) -> None:
+        """One-line :class:`UserError` for a block index beyond the network's ``depth`` or an input size that is not
+        a whole number of patches."""
+        layer, size = self.config.layer, self.config.input_size  # type: ignore[attr-defined]
+        if not 0 <= layer < depth:
+            raise UserError(f"--teacher.layer {layer} out of range: the network has {depth} blocks (0-based)")
+        if size % self.patch_size:
+            raise UserError(f"--teacher.input-size {size} is not a multiple of the patch size {self.patch_size}")
+
+
 def composite(rgba: Float[Tensor, "B 4 H W"], background: str) -> Float[Tensor, "B 3 H W"]:
     """RGB of RGBA views on a black or white background, or as stored (alpha ignored)."""
     rgb, alpha = rgba[:, :3], rgba[:, 3:]

@@ -29,9 +29,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from featurenerf_ns.teachers.base import (
-    Teacher,
     TeacherConfig,
     TeacherUnavailableError,
+    ViTTeacher,
     file_sha256,
     imagenet_input,
 )
@@ -101,7 +101,7 @@ class DinoTeacherConfig(TeacherConfig):
         }
 
 
-class DinoTeacher(Teacher):
+class DinoTeacher(ViTTeacher):
     """A timm ViT run up to ``config.layer``; returns that block's facet as ``(B, D, h, w)``."""
 
     config: DinoTeacherConfig
@@ -109,11 +109,7 @@ class DinoTeacher(Teacher):
     def __init__(self, config: DinoTeacherConfig, category: str | None = None, device: str | torch.device = "cpu"):
         super().__init__(config, category)
         self.vit = load_vit(config).eval().requires_grad_(False)
-        depth = len(self.vit.blocks)
-        if not 0 <= config.layer < depth:
-            raise ValueError(f"layer {config.layer} out of range: {config.model_name} has {depth} blocks (0-based)")
-        if config.input_size % self.patch_size:
-            raise ValueError(f"input_size {config.input_size} is not a multiple of the patch size {self.patch_size}")
+        self.check_geometry(len(self.vit.blocks))
         self.to(device)
 
     @property
@@ -123,13 +119,6 @@ class DinoTeacher(Teacher):
     @property
     def dim(self) -> int:
         return int(self.vit.embed_dim)
-
-    @property
-    def map_size(self) -> int:
-        return self.config.input_size // self.patch_size
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), "map_size": self.map_size}
 
     def pos_embed(self, h: int, w: int) -> Float[Tensor, "1 N C"]:
         """Positional embeddings for an ``h x w`` patch grid, resampled as DINO does."""

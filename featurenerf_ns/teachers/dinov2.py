@@ -28,15 +28,15 @@ from torch import Tensor, nn
 
 from featurenerf_ns.layout import DINOV2_TEACHER_FOLDER
 from featurenerf_ns.teachers.base import (
-    Teacher,
     TeacherConfig,
     TeacherUnavailableError,
+    ViTTeacher,
     file_sha256,
     hugging_face_hub,
     imagenet_input,
     run_until,
 )
-from featurenerf_ns.utils.io import DataError, UserError
+from featurenerf_ns.utils.io import DataError
 
 if TYPE_CHECKING:
     from transformers import Dinov2Model
@@ -96,7 +96,7 @@ class Dinov2TeacherConfig(TeacherConfig):
         }
 
 
-class Dinov2Teacher(Teacher):
+class Dinov2Teacher(ViTTeacher):
     """A transformers ``Dinov2Model`` run up to ``config.layer``; returns that block's facet as ``(B, D, h, w)``."""
 
     config: Dinov2TeacherConfig
@@ -104,15 +104,7 @@ class Dinov2Teacher(Teacher):
     def __init__(self, config: Dinov2TeacherConfig, category: str | None = None, device: str | torch.device = "cpu"):
         super().__init__(config, category)
         self.vit = load_dinov2(config).eval().requires_grad_(False)
-        depth = len(self.vit.encoder.layer)
-        if not 0 <= config.layer < depth:
-            raise UserError(
-                f"--teacher.layer {config.layer} out of range: the DINOv2 model has {depth} blocks (0-based)"
-            )
-        if config.input_size % self.patch_size:
-            raise UserError(
-                f"--teacher.input-size {config.input_size} is not a multiple of the patch size {self.patch_size}"
-            )
+        self.check_geometry(len(self.vit.encoder.layer))
         self.to(device)
 
     @property
@@ -122,13 +114,6 @@ class Dinov2Teacher(Teacher):
     @property
     def dim(self) -> int:
         return int(self.vit.config.hidden_size)
-
-    @property
-    def map_size(self) -> int:
-        return self.config.input_size // self.patch_size
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), "map_size": self.map_size}
 
     def facet_module(self) -> nn.Module:
         """The module whose output is the facet: a projection of the chosen block's attention, or the block."""
