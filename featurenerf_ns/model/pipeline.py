@@ -7,7 +7,6 @@ source images and cameras of the batch's objects, which are per object rather th
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -75,10 +74,10 @@ class FeatureNeRFPipeline(VanillaPipeline):
         super().__init__(config, device, *args, **kwargs)
         self._check_teacher_fits()
         self._default_source: Conditioning | None = None
-        # A function over a weak reference, not a bound method: copying the model (e.g. to float64) must not copy
-        # the pipeline and its datamanager with it.
-        pipeline = weakref.ref(self)
-        self.featurenerf.camera_renderer = lambda camera: pipeline().render_default_source(camera)
+        # A function, not a bound method: copy.deepcopy keeps functions as they are, so copying the model (e.g. to
+        # float64) does not copy the pipeline and its datamanager with it. It keeps the pipeline alive as long as the
+        # model (the API holds only the model).
+        self.featurenerf.camera_renderer = lambda camera: self.render_default_source(camera)
 
     @property
     def FeatureNeRF(self):  # noqa: N802 (nerfstudio names the panel's folder "Custom Elements/FeatureNeRF" after it)

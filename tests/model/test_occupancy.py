@@ -147,10 +147,15 @@ def test_skipping_keeps_a_trained_models_renders(trained_tiny):
         cond = tf.encode("test", rec.obj_id, [0])
         grid = model.occupancy(cond)
         fractions.append(grid.fraction)
-        # The skipped space is empty: the field's density there, seen from the first source camera, is 0.
+        # The skipped space is (almost) empty: the grid is estimated at cell centres, so density between them may
+        # slip through; it stays within 2% of the field's largest (measured: 0.017 and 0.007 against 2.47 and 2.41;
+        # a grid that skipped occupied cells would let the full density through).
         points = (torch.rand(20000, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * grid.bound
-        skipped = points[~grid.contains(points[None])[0]]
-        assert float(tf.query(cond, skipped, outputs=("density",))["density"].max()) == 0.0
+        inside = grid.contains(points[None])[0]
+        density = tf.query(cond, points, outputs=("density",))["density"][:, 0]
+        skipped_max, occupied_max = float(density[~inside].max()), float(density[inside].max())
+        print(f"density: skipped max {skipped_max:.4f}, occupied max {occupied_max:.2f}")
+        assert skipped_max <= 0.02 * occupied_max
         for view in (1, 2):
             exact = tf.render(cond, "test", rec.obj_id, view, outputs)
             fg = exact["accumulation"][..., 0] > 0.5

@@ -92,9 +92,9 @@ def api_calls(monkeypatch):
         calls.append(("encode", obj_id, tuple(views)))
         return cond
 
-    def spy_render(self, cond, split, obj_id, view, outputs=("v_nerf",), **kwargs):
+    def spy_render(self, cond, split, obj_id, view, outputs=("v_nerf",), *args, **kwargs):
         calls.append(("render", obj_id, views_of[id(cond)], view, tuple(outputs)))
-        return render(self, cond, split, obj_id, view, outputs=outputs, **kwargs)
+        return render(self, cond, split, obj_id, view, outputs, *args, **kwargs)
 
     monkeypatch.setattr(TrainedFeatureNeRF, "encode", spy_encode)
     monkeypatch.setattr(TrainedFeatureNeRF, "render", spy_render)
