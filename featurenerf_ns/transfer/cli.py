@@ -182,6 +182,13 @@ def report_folder(cfg: EvalConfig, data: CategoryData) -> Path:
 def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Path]:
     """Run one benchmark for every method and write the report; returns the written paths."""
     console = console or Console()
+    for option, value, least in (
+        ("--chunk", cfg.chunk, 1),
+        ("--num-pairs", cfg.num_pairs, 1),
+        ("--num-vis", cfg.num_vis, 0),
+    ):
+        if value is not None and value < least:
+            raise UserError(f"{option} {value}: must be at least {least}")
     spec = TaskSpec(cfg.task, cfg.space, cfg.setting)
     data, sources, provenance = build_sources(cfg, console)
     if cfg.pairs == "split":

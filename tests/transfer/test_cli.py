@@ -160,6 +160,16 @@ def test_console_script(toy_root, tmp_path):
     assert bad.returncode == 2 and "nowhere" in bad.stderr
 
 
+@pytest.mark.parametrize(("option", "value"), [("chunk", 0), ("num_pairs", 0), ("num_vis", -1)])
+def test_out_of_range_counts_are_one_line_before_any_work(option, value, toy_root, tmp_path):
+    from featurenerf_ns.utils.io import UserError
+
+    cfg = EvalConfig(task="parts", data=toy_root / "data" / "chair", output_dir=tmp_path, **{option: value})
+    with pytest.raises(UserError, match=f"^--{option.replace('_', '-')} {value}: must be at least"):
+        run(cfg, Console())
+    assert not any(tmp_path.iterdir())
+
+
 def test_missing_model_config_is_one_line(tmp_path):
     exe = Path(sys.executable).parent / "featurenerf-eval"
     for target, problem in ((tmp_path / "missing" / "config.yml", "not found"), (tmp_path, "is a directory")):
