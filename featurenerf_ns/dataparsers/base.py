@@ -22,7 +22,6 @@ from PIL import Image
 
 from featurenerf_ns.dataparsers.records import ObjectRecord
 from featurenerf_ns.geometry import PixelConvention, cameras_from_opencv
-from featurenerf_ns.layout import IMAGE_SUFFIXES
 from featurenerf_ns.utils.io import DataError, UserError
 
 
@@ -123,19 +122,6 @@ class CategoryDataParser(DataParser):
                 **metadata,
             },
         )
-
-
-def list_images(folder: Path) -> list[str]:
-    """Sorted image file names (not paths) in ``folder``; DataError when the folder is missing."""
-    try:
-        with os.scandir(folder) as it:
-            names = [e.name for e in it if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith(".")]
-    except FileNotFoundError:
-        raise DataError(folder, "image folder not found") from None
-    except NotADirectoryError:
-        raise DataError(folder, "expected an image folder, found a file") from None
-    names.sort()
-    return names
 
 
 def read_image_size(path: os.PathLike | str) -> tuple[int, int]:

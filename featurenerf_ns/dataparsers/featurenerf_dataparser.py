@@ -26,7 +26,6 @@ from featurenerf_ns.dataparsers.base import (
     CategoryDataParserConfig,
     ParsedObject,
     cap_objects,
-    list_images,
     read_image_size,
 )
 from featurenerf_ns.geometry import focal_from_fov
@@ -37,10 +36,16 @@ from featurenerf_ns.layout import (
     SPLITS,
     SYNTHETIC_TEACHER_FOLDER,
     CategoryLayout,
+    find_split_file,
+    list_images,
+    read_camera_json,
+    read_split_file,
+    require_split_file,
+    split_object_ids,
 )
 from featurenerf_ns.teachers.cache import CACHE_SUFFIX, check_fingerprint
 from featurenerf_ns.teachers.store import open_teacher_features
-from featurenerf_ns.utils.io import DataError, check_finite, read_json
+from featurenerf_ns.utils.io import DataError
 
 SYNTHETIC_ROOT_NAME = "synthetic"
 """``--data synthetic/<category>`` names the embedded synthetic data."""
@@ -102,7 +107,7 @@ class FeatureNeRFDataParser(CategoryDataParser):
         except ValueError as e:
             raise DataError(data, f"{e} (--data is <root>/<category>)") from None
         root = data.parent
-        split_file = self._find_split_file(root, category.synset)
+        split_file = find_split_file(CategoryLayout(root, category.synset), self.config.splits_file)
         if split_file is None and root.name == SYNTHETIC_ROOT_NAME and self.config.splits_file is None:
             from featurenerf_ns.synthetic.generate import ensure_default_category
 
@@ -113,7 +118,6 @@ class FeatureNeRFDataParser(CategoryDataParser):
                 ensure_default_category(category.name, num_objects=self.config.synthetic_objects, cache_dir=cache_dir)
             )
             CONSOLE.print(f"Using the embedded synthetic '{category.name}' data in {root}")
-            split_file = self._find_split_file(root, category.synset)
         if not root.is_dir():
             raise DataError(
                 root,
@@ -122,17 +126,9 @@ class FeatureNeRFDataParser(CategoryDataParser):
                 f"ShapeNet data, github.com/jianglongye/featurenerf); --data synthetic/{category.name} trains on the "
                 "embedded synthetic category",
             )
-        if split_file is None:
-            layout = CategoryLayout(root, category.synset)
-            raise DataError(
-                layout.split_file(),
-                f"split file not found (nor {root / 'assets' / 'splits' / f'{category.synset}.json'}); "
-                "pass --splits-file",
-            )
-        splits = read_json(split_file)
-        if not isinstance(splits, dict):
-            raise DataError(split_file, "expected a JSON object with 'train', 'val' and 'test' lists")
-        self._resolved = (CategoryLayout(root, category.synset), category, split_file, splits)
+        layout = CategoryLayout(root, category.synset)
+        split_file = require_split_file(layout, self.config.splits_file)
+        self._resolved = (layout, category, split_file, read_split_file(split_file))
         return self._resolved
 
     def _category(self, name: str) -> Category:
@@ -142,17 +138,6 @@ class FeatureNeRFDataParser(CategoryDataParser):
         overrides it to accept any CO3D category name, whose "synset" folder is the name itself.
         """
         return resolve_category(name)
-
-    def _find_split_file(self, root: Path, synset: str) -> Path | None:
-        if self.config.splits_file is not None:
-            path = Path(self.config.splits_file)
-            if not path.is_file():
-                raise DataError(path, "split file not found (--splits-file)")
-            return path
-        for candidate in CategoryLayout(root, synset).split_file_candidates():
-            if candidate.is_file():
-                return candidate
-        return None
 
     def _teacher_folder(self, layout: CategoryLayout) -> str | None:
         choice = self.config.teacher
@@ -231,9 +216,7 @@ class FeatureNeRFDataParser(CategoryDataParser):
         )
 
     def _split_ids(self, split_file: Path, splits: dict, split: str) -> list[str]:
-        ids = splits.get(split)
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise DataError(split_file, f"expected a list of object ids under {split!r}")
+        ids = split_object_ids(split_file, splits, split)
         return cap_objects([i for i in ids if i not in EXCLUDED_OBJECTS], self.config.max_objects)
 
     def _parse_object(self, layout: CategoryLayout, obj_id: str, split_file: Path) -> ParsedObject:
@@ -241,63 +224,34 @@ class FeatureNeRFDataParser(CategoryDataParser):
         img_dir = layout.image_dir(obj_id)
         if not cam_path.is_file() and not img_dir.is_dir():
             raise DataError(split_file, f"lists object {obj_id!r}, which has neither {cam_path} nor {img_dir}")
-        cams = read_json(cam_path)
+        cams = read_camera_json(cam_path)
         images = list_images(img_dir)
-        try:
-            frames = cams["frames"]
-            if not isinstance(frames, list):
-                raise TypeError("'frames' is not a list")
-            poses = np.asarray([f["transform_matrix"] for f in frames], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as e:
-            problem = f"malformed camera file, expected 'frames' with 'transform_matrix' ({e})"
-            raise DataError(cam_path, problem) from None
-        if len(frames) != len(images):
-            raise DataError(cam_path, f"has {len(frames)} frames but {img_dir} has {len(images)} images")
-        if len(frames) == 0:
-            raise DataError(cam_path, "has no frames")
-        if poses.shape[1:] != (4, 4):
-            raise DataError(cam_path, f"transform_matrix must be 4x4, got shape {poses.shape[1:]}")
-        check_finite(cam_path, "transform_matrix", poses)
+        if len(cams.file_paths) != len(images):
+            raise DataError(cam_path, f"has {len(cams.file_paths)} frames but {img_dir} has {len(images)} images")
 
         image_set = set(images)
         prefix = os.path.join(img_dir, "")  # string joins: pathlib costs more than the JSON parsing here
         paths = []
-        for i, frame in enumerate(frames):
-            name = frame.get("file_path") if isinstance(frame, dict) else None
-            if name is None:
+        for i, file_path in enumerate(cams.file_paths):
+            if file_path is None:
                 name = images[i]
             else:
-                name = os.path.basename(str(name))
+                name = os.path.basename(file_path)
                 if name not in image_set and f"{name}.png" in image_set:
                     name = f"{name}.png"
                 if name not in image_set:
-                    raise DataError(cam_path, f"frame {i} names {frame['file_path']!r}, which is not in {img_dir}")
+                    raise DataError(cam_path, f"frame {i} names {file_path!r}, which is not in {img_dir}")
             paths.append(prefix + name)
 
-        intrinsics = np.empty((len(frames), 4), dtype=np.float64)
-        fov = cams.get("camera_angle_x")
-        for i, frame in enumerate(frames):
-            given = frame.get("intrinsics")
-            if given is not None:
-                if not (isinstance(given, list) and len(given) == 4):
-                    raise DataError(cam_path, f"frame {i}: 'intrinsics' must be [fx, fy, cx, cy]")
-                intrinsics[i] = given
-            elif fov is None:
-                raise DataError(cam_path, f"frame {i} has no 'intrinsics' and the file has no 'camera_angle_x'")
-            else:
-                intrinsics[i] = np.nan  # filled below, once the image size is known
-        if np.isnan(intrinsics).any():
+        intrinsics = cams.intrinsics.copy()
+        missing = np.isnan(intrinsics[:, 0])
+        if missing.any():
             if self._native_hw is None:
                 self._native_hw = read_image_size(paths[0])
             h, w = self._native_hw
-            try:
-                focal = focal_from_fov(fov, w)
-            except (TypeError, ValueError):
-                raise DataError(cam_path, f"camera_angle_x must be a number, got {fov!r}") from None
-            missing = np.isnan(intrinsics[:, 0])
+            focal = focal_from_fov(cams.camera_angle_x, w)
             intrinsics[missing] = (focal, focal, w / 2.0, h / 2.0)
-        check_finite(cam_path, "intrinsics (or camera_angle_x)", intrinsics)
-        return ParsedObject(obj_id=obj_id, image_paths=paths, c2w_opencv=poses, intrinsics=intrinsics)
+        return ParsedObject(obj_id=obj_id, image_paths=paths, c2w_opencv=cams.c2w, intrinsics=intrinsics)
 
 
 def _names(folder: Path) -> set[str]:

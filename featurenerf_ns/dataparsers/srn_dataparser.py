@@ -26,10 +26,9 @@ from featurenerf_ns.dataparsers.base import (
     CategoryDataParserConfig,
     ParsedObject,
     cap_objects,
-    list_images,
     read_image_size,
 )
-from featurenerf_ns.layout import SPLITS
+from featurenerf_ns.layout import SPLITS, list_images
 from featurenerf_ns.utils.io import DataError
 
 EXCLUDED_OBJECTS = frozenset({"7edb40d76dff7455c2ff7551a4114669", "95ebb3fd80f885ad676f197a68a5168a"})

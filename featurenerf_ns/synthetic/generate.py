@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -30,7 +29,7 @@ from PIL import Image
 
 from featurenerf_ns.categories import resolve_category
 from featurenerf_ns.geometry import CAMERA_ANGLE_X, focal_from_fov, project
-from featurenerf_ns.layout import SYNTHETIC_TEACHER_FOLDER, CategoryLayout
+from featurenerf_ns.layout import SYNTHETIC_TEACHER_FOLDER, CategoryLayout, read_kp_2d, read_part_2d, read_split_file
 from featurenerf_ns.synthetic.meshio import write_labeled_ply, write_npz_deterministic
 from featurenerf_ns.synthetic.render import ObjectRenderer, sample_poses
 from featurenerf_ns.synthetic.shapes import make_object
@@ -170,8 +169,8 @@ def generate_object(root: str, settings_dict: dict, index: int, obj_id: str, fix
 
 def _view_masks(layout: CategoryLayout, obj_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Per view bitmasks of visible keypoint ids and of part labels present."""
-    kp = np.load(layout.kp_2d(obj_id), allow_pickle=True)["labels"]
-    parts = np.load(layout.part_2d(obj_id))["labels"]
+    kp = read_kp_2d(layout.kp_2d(obj_id))
+    parts = read_part_2d(layout.part_2d(obj_id))
     kp_mask = np.array([sum(1 << int(k) for k in set(a[:, 2].astype(int).tolist())) for a in kp], dtype=object)
     part_mask = np.array([sum(1 << int(k) for k in np.unique(p).tolist() if k > 0) for p in parts], dtype=object)
     return kp_mask, part_mask
@@ -354,7 +353,7 @@ def ensure_default_category(
 def describe(root: os.PathLike | str, category: str) -> str:
     """One line summarising a generated category (for the CLI)."""
     cat = resolve_category(category)
-    split = json.loads(CategoryLayout(Path(root), cat.synset).split_file().read_text())
+    split = read_split_file(CategoryLayout(Path(root), cat.synset).split_file())
     return (
         f"{cat.name} ({cat.synset}) under {root}: {len(split['train'])} train / {len(split['val'])} val / "
         f"{len(split['test'])} test objects, {len(split['cross_inst_pairs'])} cross-instance and "

@@ -27,7 +27,7 @@ from jaxtyping import Float
 
 from featurenerf_ns.data.images import read_image, stored_rgba
 from featurenerf_ns.dataparsers.base import read_image_size
-from featurenerf_ns.layout import IMAGE_SUFFIXES, SPLITS, CategoryLayout
+from featurenerf_ns.layout import SPLITS, CategoryLayout, list_images, read_split_file, split_object_ids
 from featurenerf_ns.teachers.base import Teacher
 from featurenerf_ns.teachers.store import encode_teacher_features, open_teacher_features
 from featurenerf_ns.utils.io import (
@@ -110,17 +110,15 @@ def write_fingerprint(folder: os.PathLike | str, fingerprint: dict[str, Any]) ->
 
 def object_ids(split_file: os.PathLike | str, split: str) -> list[str]:
     """Object ids of ``split`` ('train', 'val', 'test' or 'all' = the three in that order, once each)."""
-    splits = read_json(split_file)
-    names = SPLITS if split == "all" else (split,)
     if split != "all" and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS + ('all',)}")
+    splits = read_split_file(split_file)
+    # 'all' takes the lists the file has (a split file may have no 'val')
+    names = [n for n in SPLITS if n in splits] if split == "all" else [split]
     out: list[str] = []
     seen: set[str] = set()
     for name in names:
-        ids = splits.get(name, []) if isinstance(splits, dict) else None
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise DataError(split_file, f"expected a list of object ids under {name!r}")
-        for i in ids:
+        for i in split_object_ids(split_file, splits, name):
             if i not in seen:
                 seen.add(i)
                 out.append(i)
@@ -148,12 +146,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def view_paths(image_dir: Path) -> list[Path]:
     """An object's images in view order (sorted names)."""
-    if not image_dir.is_dir():
-        raise DataError(image_dir, "image folder not found")
-    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise DataError(image_dir, "no images (.png/.jpg)")
-    return paths
+    return [image_dir / name for name in list_images(image_dir, nonempty=True)]
 
 
 def load_rgba(paths: Iterable[Path]) -> Float[np.ndarray, "NV 4 H W"]:

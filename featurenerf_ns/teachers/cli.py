@@ -16,7 +16,7 @@ from typing import Literal
 import tyro
 
 from featurenerf_ns.categories import resolve_category
-from featurenerf_ns.layout import CategoryLayout
+from featurenerf_ns.layout import CategoryLayout, require_split_file
 from featurenerf_ns.teachers.base import TeacherConfig, resolve_device
 from featurenerf_ns.teachers.cache import extract_category, object_ids, parse_shard, shard_ids
 from featurenerf_ns.teachers.diffusion import DiffusionTeacherConfig
@@ -60,10 +60,7 @@ class ExtractConfig:
             raise DataError(self.data, f"{e} (--data is <root>/<category>)") from None
         root = self.data.parent
         layout = CategoryLayout(root, category.synset)
-        split_file = self.splits_file
-        if split_file is None:
-            split_file = next((p for p in layout.split_file_candidates() if p.is_file()), layout.split_file())
-        ids = shard_ids(object_ids(split_file, self.split), parse_shard(self.shard))
+        ids = shard_ids(object_ids(require_split_file(layout, self.splits_file), self.split), parse_shard(self.shard))
         if self.limit is not None:
             ids = ids[: self.limit]
         device = resolve_device(self.device)

@@ -44,7 +44,7 @@ from featurenerf_ns.transfer.annotations import (
     read_partnet_meta,
     read_shapenet_part,
 )
-from featurenerf_ns.transfer.data import read_camera_json, resolve_data_path
+from featurenerf_ns.transfer.data import read_cameras, resolve_data_path
 from featurenerf_ns.utils.errors import report_user_errors
 from featurenerf_ns.utils.io import DataError, UserError, write_npz
 
@@ -269,7 +269,7 @@ def run(cfg: AnnotateConfig, console: Console | None = None) -> dict[str, list[P
             missing_mesh.append(obj_id)
             continue
         hw = _image_size(cfg, layout, obj_id)
-        c2w, focal = read_camera_json(layout.camera_json(obj_id), hw[1])
+        c2w, focal = read_cameras(layout.camera_json(obj_id), hw[1])
         kps = keypoints[obj_id].labels if obj_id in keypoints else None
         part_pts = part_labels = None
         if cfg.partnet is not None and obj_id in partnet_dirs:

@@ -12,10 +12,8 @@ part map the render's alpha (> 0.5) is used instead.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import random
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,39 +23,30 @@ from PIL import Image
 
 from featurenerf_ns.categories import Category, resolve_category
 from featurenerf_ns.geometry import focal_from_fov, project
-from featurenerf_ns.layout import IMAGE_SUFFIXES, CategoryLayout
-from featurenerf_ns.utils.io import DataError, check_finite, read_json
+from featurenerf_ns.layout import (
+    CategoryLayout,
+    find_split_file,
+    list_images,
+    read_camera_json,
+    read_kp_2d,
+    read_kp_3d,
+    read_part_2d,
+    read_part_3d,
+    read_split_file,
+    split_object_ids,
+)
+from featurenerf_ns.utils.io import DataError
 
 Setting = Literal["cross-instance", "novel-view"]
 
 
-def _load_npz(path: Path, keys: tuple[str, ...], allow_pickle: bool = False) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise DataError(path, "annotation file not found")
-    try:
-        with np.load(path, allow_pickle=allow_pickle) as z:
-            missing = [k for k in keys if k not in z.files]
-            if missing:
-                raise DataError(path, f"missing array(s) {missing}; found {sorted(z.files)}")
-            return {k: z[k] for k in keys}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(path, f"not a readable .npz file ({e})") from None
-
-
-def read_camera_json(path: os.PathLike | str, width: int) -> tuple[np.ndarray, float]:
-    """OpenCV camera-to-world matrices ``(NV, 4, 4)`` and the focal length in pixels at ``width``."""
-    meta = read_json(path)
-    try:
-        fov = float(meta["camera_angle_x"])
-        c2w = np.asarray([f["transform_matrix"] for f in meta["frames"]], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(path, f"expected camera_angle_x and frames[].transform_matrix ({e})") from None
-    if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
-        raise DataError(path, f"transform_matrix must be 4x4, got shape {c2w.shape}")
-    check_finite(path, "transform_matrix", c2w)
-    if not 0.0 < fov < math.pi:
-        raise DataError(path, f"camera_angle_x must be in (0, pi), got {fov}")
-    return c2w, focal_from_fov(fov, width)
+def read_cameras(path: os.PathLike | str, width: int) -> tuple[np.ndarray, float]:
+    """OpenCV camera-to-world matrices ``(NV, 4, 4)`` of a camera JSON and the focal length in pixels at ``width``
+    (from ``camera_angle_x``: the benchmarks project with one focal length per object)."""
+    cams = read_camera_json(path)
+    if cams.camera_angle_x is None:
+        raise DataError(path, "no camera_angle_x: the benchmarks need the authors' shared field of view")
+    return cams.c2w, focal_from_fov(cams.camera_angle_x, width)
 
 
 def resolve_data_path(data: os.PathLike | str, category: str | None = None) -> tuple[Path, Category]:
@@ -102,7 +91,8 @@ class CategoryData:
         self.category = resolve_category(category)
         self.synset = self.category.synset
         self.layout = CategoryLayout(self.root, self.synset)
-        self.split_path = Path(split_file) if split_file is not None else self.layout.split_file()
+        # the dataparser's resolution, so a benchmark reads the split file that training read
+        self.split_path = find_split_file(self.layout, split_file) or self.layout.split_file()
         cached = functools.lru_cache(maxsize=cache_objects)
         self.kp_2d = cached(self._kp_2d)  # type: ignore[method-assign]
         self.part_2d = cached(self._part_2d)  # type: ignore[method-assign]
@@ -115,31 +105,22 @@ class CategoryData:
     @functools.cached_property
     def split(self) -> dict:
         """The split file's content (``train``/``val``/``test``, pair lists)."""
-        return read_json(self.split_path)
+        return read_split_file(self.split_path)
 
     def has_split_file(self) -> bool:
-        return self.split_path.is_file()
+        return self.split_path.exists()
 
     def objects(self, split: str = "test") -> list[str]:
         """Object ids of ``split`` from the split file, else every object with renders."""
         if self.has_split_file():
-            ids = self.split.get(split)
-            if ids is None:
-                raise DataError(self.split_path, f"no {split!r} list (keys: {sorted(self.split)})")
-            return list(ids)
+            return list(split_object_ids(self.split_path, self.split, split))
         folder = self.root / "img" / self.synset
         if not folder.is_dir():
             raise DataError(folder, "render folder not found")
         return sorted(p.name for p in folder.iterdir() if p.is_dir())
 
     def _image_names(self, obj_id: str) -> tuple[str, ...]:
-        folder = self.layout.image_dir(obj_id)
-        if not folder.is_dir():
-            raise DataError(folder, "render folder not found")
-        names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith("."))
-        if not names:
-            raise DataError(folder, "no images")
-        return tuple(names)
+        return tuple(list_images(self.layout.image_dir(obj_id), nonempty=True))
 
     def num_views(self, obj_id: str) -> int:
         return len(self.image_names(obj_id))
@@ -161,47 +142,21 @@ class CategoryData:
             raise DataError(path, f"not a readable image ({e})") from None
 
     def _kp_2d(self, obj_id: str) -> tuple[np.ndarray, ...]:
-        path = self.layout.kp_2d(obj_id)
-        labels = _load_npz(path, ("labels",), allow_pickle=True)["labels"]
-        views = []
-        for v, arr in enumerate(labels):
-            a = np.asarray(arr, dtype=np.float64).reshape(-1, 3) if np.size(arr) else np.zeros((0, 3))
-            if a.ndim != 2 or a.shape[1] != 3:
-                raise DataError(path, f"view {v}: keypoints must be (K, 3) [x, y, id], got {np.shape(arr)}")
-            views.append(a)
-        return tuple(views)
+        return tuple(read_kp_2d(self.layout.kp_2d(obj_id)))
 
     def _part_2d(self, obj_id: str) -> np.ndarray:
         path = self.layout.part_2d(obj_id)
-        labels = _load_npz(path, ("labels",))["labels"]
-        if labels.ndim != 3:
-            raise DataError(path, f"'labels' must be (NV, H, W), got shape {labels.shape}")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(path, f"'labels' must hold integer part labels, got {labels.dtype}")
+        labels = read_part_2d(path)
         if labels.shape[1:] != self.image_size:
             h, w = self.image_size
             raise DataError(path, f"part maps are {labels.shape[1]}x{labels.shape[2]} but the renders are {h}x{w}")
-        return labels.astype(np.int64)
+        return labels
 
     def _kp_3d(self, obj_id: str) -> tuple[np.ndarray, np.ndarray]:
-        path = self.layout.kp_3d(obj_id)
-        z = _load_npz(path, ("labels", "pts"))
-        labels = np.asarray(z["labels"], dtype=np.float64)
-        pts = np.asarray(z["pts"], dtype=np.float64)
-        if labels.ndim != 2 or labels.shape[1] != 4:
-            raise DataError(path, f"'labels' must be (K, 4) [x, y, z, id], got shape {labels.shape}")
-        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
-            raise DataError(path, f"'pts' must be (N, 3) candidate points, got shape {pts.shape}")
-        return labels, pts
+        return read_kp_3d(self.layout.kp_3d(obj_id))
 
     def _part_3d(self, obj_id: str) -> tuple[np.ndarray, np.ndarray]:
-        path = self.layout.part_3d(obj_id)
-        z = _load_npz(path, ("pts", "labels"))
-        pts = np.asarray(z["pts"], dtype=np.float64)
-        labels = np.asarray(z["labels"]).astype(np.int64).reshape(-1)
-        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) != len(labels):
-            raise DataError(path, f"'pts' (N, 3) and 'labels' (N,) disagree: {pts.shape} vs {labels.shape}")
-        return pts, labels
+        return read_part_3d(self.layout.part_3d(obj_id))
 
     def has_part_2d(self, obj_id: str) -> bool:
         return self.layout.part_2d(obj_id).is_file()
@@ -214,7 +169,7 @@ class CategoryData:
 
     def _cameras(self, obj_id: str) -> tuple[np.ndarray, float]:
         """OpenCV camera-to-world ``(NV, 4, 4)`` and the focal length at the render size."""
-        return read_camera_json(self.layout.camera_json(obj_id), self.image_size[1])
+        return read_cameras(self.layout.camera_json(obj_id), self.image_size[1])
 
     def project(self, obj_id: str, view: int, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Image points ``(N, 2)`` [x=col, y=row] (layout.py's convention) and camera depths of world points."""

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from featurenerf_ns.categories import resolve_category
+from featurenerf_ns.layout import read_part_2d
 from featurenerf_ns.transfer.matching import nearest_neighbors
 from featurenerf_ns.utils.errors import report_user_errors
 from featurenerf_ns.utils.io import UserError, atomic_path
@@ -95,8 +96,7 @@ def run_edit(config: EditConfig) -> list[Path]:
     record = tf.record(config.split, src)
     if record.part_2d_path is None:
         raise UserError(f"object {src} has no part_2d_anno file: it cannot be the source of a part")
-    with np.load(record.part_2d_path) as f:
-        labels = torch.from_numpy(f["labels"][config.source_view].astype(np.int64))
+    labels = torch.from_numpy(read_part_2d(record.part_2d_path)[config.source_view])
     H, W = tf.image_size
     labels = F.interpolate(labels[None, None].float(), size=(H, W), mode="nearest")[0, 0].long()
     src_rgba = tf.load_rgba(config.split, src, [config.source_view])[0]
