@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from featurenerf_ns.model.api import TrainedFeatureNeRF
+from featurenerf_ns.model.views import render_camera_anywhere
 from featurenerf_ns.transfer.cli import EvalConfig, run
 from featurenerf_ns.transfer.report import headline_score
-from featurenerf_ns.viewer.render import render_camera_anywhere
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_model import _reset_peak_rss, _rss_mb  # noqa: E402

@@ -51,7 +51,7 @@ def sphere_direction(azimuth, elevation) -> Float[np.ndarray, "*N 3"]:
 
     The authors' renders are +Y up: cameras at ``distance * sphere_direction(...)`` orbit the object.
     """
-    az, el = np.asarray(azimuth, dtype=np.float64), np.asarray(elevation, dtype=np.float64)
+    az, el = np.broadcast_arrays(np.asarray(azimuth, dtype=np.float64), np.asarray(elevation, dtype=np.float64))
     return np.stack([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)], axis=-1)
 
 

@@ -9,19 +9,22 @@ tf = TrainedFeatureNeRF.load(Path("outputs/chair/featurenerf/.../config.yml"))
 cond = tf.encode("test", obj_id, views=[0])
 maps = tf.render(cond, "test", obj_id, view=7, outputs=("v_nerf", "rgb"))   # (H, W, C) each
 q = tf.query(cond, points)                                                # density, v_nerf, feature
-cond = tf.encode_image(rgba, transform_matrix, camera_angle_x)            # an image from outside the data
+cond = tf.encode_image(read_photo(Path("chair.png")))                       # a photo: canonical camera, cropped
+rgb = tf.render_view(cond, orbit_cameras(tf.photo_cameras(tf.canonical_camera()), 8)[3:4])["rgb"]
 ```
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, UInt8
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.utils.eval_utils import eval_setup
 from torch import Tensor
@@ -29,11 +32,30 @@ from torch import Tensor
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManager
 from featurenerf_ns.data.images import composite_rgba
 from featurenerf_ns.dataparsers.records import ObjectRecord
-from featurenerf_ns.geometry import cameras_from_fov, intrinsics_of
+from featurenerf_ns.geometry import cameras_from_fov, intrinsics_of, look_at_opencv, sphere_direction
 from featurenerf_ns.model.featurenerf import FeatureNeRFModel
-from featurenerf_ns.model.field import Conditioning
+from featurenerf_ns.model.field import RENDER_OUTPUTS, Conditioning, check_outputs
+from featurenerf_ns.model.photo import (
+    CropTransform,
+    PhotoCamera,
+    crop_photo,
+    margin_for_fill,
+    object_fill,
+    resize_rgba,
+)
 from featurenerf_ns.model.rendering import SampleDepths
+from featurenerf_ns.model.views import render_camera_anywhere
 from featurenerf_ns.utils.io import DataError, UserError
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Photo(s) at the model's image size with their cameras (:meth:`TrainedFeatureNeRF.prepare_image`)."""
+
+    rgba: UInt8[np.ndarray, "V H W 4"]
+    camera: PhotoCamera
+    crop: CropTransform | None
+    """Where the crop lies in the original photo (None when the photo came with a camera and was only resized)."""
 
 
 class TrainedFeatureNeRF:
@@ -45,8 +67,15 @@ class TrainedFeatureNeRF:
         datamanager: FeatureNeRFDataManager,
         config_path: Path | None = None,
         checkpoint_step: int | None = None,
+        *,
+        set_eval: bool = True,
     ):
-        self.model = model.eval()
+        """
+        Args:
+            set_eval: put the model in eval mode. False for a model that is still training (the viewer panel's):
+                its mode belongs to the trainer.
+        """
+        self.model = model.eval() if set_eval else model
         self.datamanager = datamanager
         self.config_path = config_path
         """The run's ``config.yml`` (None for a model built in memory)."""
@@ -62,6 +91,7 @@ class TrainedFeatureNeRF:
         """The teacher feature folder (under :attr:`data_root`) the run distilled, if any."""
         self.image_size: tuple[int, int] = tuple(meta["image_size"])  # type: ignore[assignment]
         self._splits: dict = {}
+        self._fill: float | None = None
 
     @classmethod
     def load(
@@ -165,36 +195,134 @@ class TrainedFeatureNeRF:
         """What the encoder's ResNet sees for RGBA pixels: :meth:`source_images` mapped to [-1, 1]."""
         return self.model.encoder.network_input(self.source_images(rgba))
 
-    @torch.no_grad()
-    def encode_image(
+    def canonical_camera(
         self,
-        rgba: np.ndarray | Tensor,
-        transform_matrix: np.ndarray | Sequence,
-        camera_angle_x: float,
-    ) -> Conditioning:
-        """Conditioning from images that are not part of the data (one object, ``V`` views).
-
-        The cameras are given as in the authors' camera JSON: an OpenCV camera-to-world
-        ``transform_matrix`` per view and the horizontal field of view; the principal point is the
-        image centre and pixels follow the run's ``pixel_convention`` (the authors' by default).
+        elevation_deg: float | None = None,
+        azimuth_deg: float = 0.0,
+        distance: float | None = None,
+        camera_angle_x: float | None = None,
+    ) -> PhotoCamera:
+        """The category's typical camera (see :mod:`featurenerf_ns.model.photo`), looking at the origin with +Y up.
 
         Args:
-            rgba: see :meth:`source_images`; any size (the intrinsics follow it).
-            transform_matrix: ``(4, 4)`` or ``(V, 4, 4)``.
-            camera_angle_x: horizontal field of view in radians.
+            elevation_deg: height above the horizontal plane; default the training cameras' median.
+            azimuth_deg: angle about +Y, 0 on +Z, positive towards +X.
+            distance: from the origin; default the training cameras' median.
+            camera_angle_x: horizontal field of view (radians); default the training cameras' median.
         """
-        images = self.source_images(rgba)
-        V, _, H, W = images.shape
-        c2w = np.asarray(transform_matrix, dtype=np.float64).reshape(-1, 4, 4)
-        if c2w.shape[0] != V:
-            raise ValueError(f"{V} image(s) but {c2w.shape[0]} transform_matrix")
-        cams = cameras_from_fov(c2w, camera_angle_x, (H, W), self.datamanager.dataparser.config.pixel_convention)
+        cams = self.datamanager.train_dataparser_outputs.cameras
+        centers = cams.camera_to_worlds[:, :3, 3].double()
+        radius = centers.norm(dim=-1)
+        if distance is None:
+            distance = float(radius.median())
+        if elevation_deg is None:
+            elevation_deg = math.degrees(float(torch.asin((centers[:, 1] / radius).clamp(-1, 1)).median()))
+        if camera_angle_x is None:
+            camera_angle_x = float((2 * torch.atan(cams.width[:, 0].double() / (2 * cams.fx[:, 0].double()))).median())
+        if not distance > 0:
+            raise UserError(f"the camera distance must be positive, got {distance}")
+        eye = distance * sphere_direction(math.radians(azimuth_deg), math.radians(elevation_deg))
+        return PhotoCamera(look_at_opencv(eye)[None], camera_angle_x)
+
+    def typical_object_fill(self, max_views: int = 16) -> float:
+        """How much of a training view the object fills (longer mask-box side over image side; median over the first
+        view of up to ``max_views`` training objects): photos are cropped to the same fill."""
+        if self._fill is None:
+            fills = []
+            for rec in self.objects("train")[:max_views]:
+                alpha = self.datamanager.load_views(rec, [0], with_teacher=False).rgba[0, ..., 3]
+                fill = object_fill((alpha.numpy() * 255).astype(np.uint8))
+                if fill is not None:
+                    fills.append(fill)
+            self._fill = float(np.median(fills)) if fills else 0.8
+        return self._fill
+
+    def prepare_image(
+        self,
+        rgba: np.ndarray,
+        camera: PhotoCamera | None = None,
+        margin: float | None = None,
+        elevation_deg: float | None = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> PreparedImage:
+        """Bring photo(s) to the model's image size and camera (see :mod:`featurenerf_ns.model.photo`).
+
+        Args:
+            rgba: ``(H, W, 4)`` or ``(V, H, W, 4)`` uint8 (alpha = mask); e.g. from
+                :func:`~featurenerf_ns.model.photo.read_photo`.
+            camera: the photos' cameras; None: one photo, cropped around its object and seen by
+                :meth:`canonical_camera`.
+            margin: crop margin (fraction of the object's longer side on each side) without a camera; default
+                the one that makes the object fill the crop as it fills training views (:meth:`typical_object_fill`).
+            elevation_deg: of the canonical camera (default: the training cameras' median).
+            image_size: ``(H, W)`` to bring the photos to; default the model's (what it was trained on). The
+                encoder takes any size (the intrinsics follow it), e.g. the authors' parity fixture's.
+        """
+        arr = np.asarray(rgba)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[-1] != 4 or arr.dtype != np.uint8:
+            raise UserError(f"expected uint8 RGBA pixels (H, W, 4) or (V, H, W, 4), got {arr.dtype} {arr.shape}")
+        H, W = self.image_size if image_size is None else image_size
+        if camera is None:
+            if arr.shape[0] != 1:
+                raise UserError(f"{arr.shape[0]} photos without cameras: the canonical camera takes one photo")
+            if H != W:
+                raise UserError(f"the canonical camera needs a model trained on square images, this one is {H}x{W}")
+            if margin is None:
+                margin = margin_for_fill(self.typical_object_fill())
+            crop, transform = crop_photo(arr[0], H, margin)
+            return PreparedImage(crop[None], self.canonical_camera(elevation_deg), transform)
+        if camera.num_views != arr.shape[0]:
+            raise UserError(f"{arr.shape[0]} photo(s) but {camera.num_views} camera(s)")
+        h, w = arr.shape[1:3]
+        if abs(w / h - W / H) > 0.01 * (W / H):
+            raise UserError(
+                f"the photo is {h}x{w} (HxW) but the model's images are {H}x{W}: with a camera the aspect ratio must "
+                "be the model's (crop the photo, or leave the camera out to use the canonical one)"
+            )
+        return PreparedImage(np.stack([resize_rgba(a, (H, W)) for a in arr]), camera, None)
+
+    def photo_cameras(self, camera: PhotoCamera, image_size: tuple[int, int] | None = None) -> Cameras:
+        """nerfstudio cameras of a :class:`PhotoCamera` in the run's pixel convention, at ``image_size`` ``(H, W)``
+        (default the model's)."""
+        hw = self.image_size if image_size is None else image_size
+        convention = self.datamanager.dataparser.config.pixel_convention
+        return cameras_from_fov(camera.transform_matrix, camera.camera_angle_x, hw, convention).to(self.device)
+
+    @torch.no_grad()
+    def encode_image(self, rgba: np.ndarray | PreparedImage, camera: PhotoCamera | None = None) -> Conditioning:
+        """Conditioning from photo(s) that are not part of the data (one object, ``V`` views).
+
+        Args:
+            rgba: photo pixels (prepared with :meth:`prepare_image` and ``camera``), or a :class:`PreparedImage`.
+            camera: the photos' cameras in the authors' convention; None: the canonical camera (one photo, cropped).
+        """
+        prepared = rgba if isinstance(rgba, PreparedImage) else self.prepare_image(rgba, camera)
+        cameras = self.photo_cameras(prepared.camera, prepared.rgba.shape[1:3])
+        return self.encode_with_cameras(self.source_images(prepared.rgba), cameras)
+
+    @torch.no_grad()
+    def encode_with_cameras(self, images: Float[Tensor, "V 3 H W"], cameras: Cameras) -> Conditioning:
+        """Conditioning from RGB in [0, 1] (on the background the model expects) seen by nerfstudio cameras."""
         dev, dtype = self.device, self.dtype
         return self.model.encode(
             images[None].to(dev, dtype),
-            cams.camera_to_worlds[None].to(dev, dtype),
-            intrinsics_of(cams)[None].to(dev, dtype),
+            cameras.camera_to_worlds[None].to(dev, dtype),
+            intrinsics_of(cameras)[None].to(dev, dtype),
         )
+
+    def render_view(
+        self,
+        cond: Conditioning,
+        camera: Cameras,
+        outputs: Sequence[str] = ("rgb",),
+        skip_empty: bool = True,
+    ) -> dict[str, Float[Tensor, "H W C"]]:
+        """Render the conditioned object from any camera (one, any pose and size; e.g. :meth:`photo_cameras` or
+        :func:`~featurenerf_ns.model.views.orbit_cameras`): rays are sampled around the object, ``depth`` is the
+        surface's (see :func:`~featurenerf_ns.model.views.render_camera_anywhere`)."""
+        return render_camera_anywhere(self.model, cond, camera, outputs, skip_empty)
 
     def render_rays(
         self,
@@ -215,6 +343,7 @@ class TrainedFeatureNeRF:
             skip_empty: evaluate the MLP only in the conditioning's occupied space (the same samples, empty ones
                 skipped; ``FeatureNeRFModel.occupancy``). False: the exact render, as the authors'.
         """
+        names = check_outputs(outputs, RENDER_OUTPUTS, "render")
         dev, dtype = self.device, self.dtype
         generator = torch.Generator(device=dev).manual_seed(self.model.eval_seed)
         if depths is not None:
@@ -226,7 +355,7 @@ class TrainedFeatureNeRF:
                 cond,
                 origins[None].to(dev, dtype),
                 directions[None].to(dev, dtype),
-                frozenset(outputs),
+                names,
                 generator,
                 depths,
                 skip_empty,
@@ -245,7 +374,7 @@ class TrainedFeatureNeRF:
         """Render one view of the conditioned object (``rgb``, ``v_nerf``, ``feature``; depth and accumulation);
         ``skip_empty``: see :meth:`render_rays`."""
         camera = self.camera(split, obj_id, view)
-        return self.model.render_camera(cond, camera, frozenset(outputs), skip_empty=skip_empty)
+        return self.model.render_camera(cond, camera, outputs, skip_empty=skip_empty)
 
     def query(
         self,
@@ -263,4 +392,4 @@ class TrainedFeatureNeRF:
         """
         dev, dtype = self.device, self.dtype
         dirs = None if viewdirs is None else viewdirs.to(dev, dtype)
-        return self.model.query_points(cond, points.to(dev, dtype), dirs, frozenset(outputs))
+        return self.model.query_points(cond, points.to(dev, dtype), dirs, outputs)

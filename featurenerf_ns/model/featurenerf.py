@@ -3,8 +3,9 @@
 Unlike scene-specific NeRFs, every forward pass needs a *conditioning* (the encoded source views of
 the objects the rays belong to). Training and evaluation pass it explicitly
 (``model(ray_bundle, conditioning)``, see :mod:`featurenerf_ns.model.pipeline`); rays carry
-``metadata["object_slot"]``, the index of their object within that conditioning. Renders that come
-without one (the viewer) use :attr:`FeatureNeRFModel.default_conditioning`.
+``metadata["object_slot"]``, the index of their object within that conditioning. nerfstudio's viewer and
+``ns-render``, which bring no source image, render cameras through :attr:`FeatureNeRFModel.camera_renderer` (set by
+the pipeline).
 """
 
 from __future__ import annotations
@@ -29,15 +30,25 @@ from torchmetrics.functional import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from featurenerf_ns.model.encoder import SpatialEncoderConfig
-from featurenerf_ns.model.field import Conditioning, FeatureNeRFField, FeatureNeRFFieldConfig
+from featurenerf_ns.model.field import (
+    FIELD_OUTPUTS,
+    RENDER_OUTPUTS,
+    Conditioning,
+    FeatureNeRFField,
+    FeatureNeRFFieldConfig,
+    check_outputs,
+)
 from featurenerf_ns.model.gemm import set_onednn_enabled
 from featurenerf_ns.model.occupancy import OccupancyConfig, OccupancyGrid, cell_centers, occupancy_from_density
-from featurenerf_ns.model.rendering import SampleDepths, SamplingConfig, render_rays
+from featurenerf_ns.model.rendering import SampleDepths, SamplingConfig, object_ray_bounds, render_rays
 from featurenerf_ns.utils.allocator import retain_freed_memory
 from featurenerf_ns.utils.features import PCABasis
 from featurenerf_ns.utils.io import UserError
 
 _ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+
+RayBounds = Literal["data", "object"]
+"""Where rays are sampled: between the data's near/far, or over that length around the object (any camera)."""
 
 
 @dataclass
@@ -133,10 +144,9 @@ class FeatureNeRFModel(Model):
         # Not a submodule: a frozen metric whose weights would otherwise enter checkpoints only on machines that
         # have them, so that a run saved on one machine could not load on another.
         self.__dict__["lpips"] = self._make_lpips()
-        self.default_conditioning: Conditioning | None = None
         self.eval_seed = 0
-        # Renders one camera for nerfstudio's viewer and ns-render, which bring no source image: the pipeline's
-        # default source, or the source and outputs chosen in the viewer panel while a viewer runs.
+        # Renders one camera for nerfstudio's viewer and ns-render, which bring no source image: set by the pipeline
+        # (FeatureNeRFPipeline.render_viewer_camera: its default source, or the viewer panel while a viewer runs).
         self.camera_renderer: Callable[[Cameras], dict[str, Tensor]] | None = None
 
     def _make_lpips(self):
@@ -209,20 +219,27 @@ class FeatureNeRFModel(Model):
         generator: torch.Generator | None = None,
         depths: SampleDepths | None = None,
         skip_empty: bool = False,
+        bounds: RayBounds = "data",
     ) -> dict[str, Tensor]:
         """Render ``R`` rays for each of the ``B`` conditioned objects (see :func:`render_rays`).
 
         Args:
             origins: ray origins in world coordinates.
-            directions: unit ray directions; near/far are distances along them (the data's, e.g. 0.8/1.8).
+            directions: unit ray directions; near/far are distances along them.
             outputs: any of ``rgb``, ``feature``, ``v_nerf``, ``coord``.
             generator: random source of the sample depths.
             depths: fixed sample depths instead of drawn ones (e.g. another renderer's recorded samples).
             skip_empty: evaluate the MLP only in the conditioning's occupied space (:meth:`occupancy`); inference
                 only, the same samples as the exact render.
+            bounds: ``"data"``: the data's near/far (e.g. 0.8/1.8), as in training and the authors' renders;
+                ``"object"``: the same length centred on each ray's closest approach to the object's centre (the
+                origin), for cameras at any distance (:func:`~featurenerf_ns.model.rendering.object_ray_bounds`).
         """
-        near = torch.full_like(origins[..., :1], self.near)
-        far = torch.full_like(origins[..., :1], self.far)
+        if bounds == "data":
+            near = torch.full_like(origins[..., :1], self.near)
+            far = torch.full_like(origins[..., :1], self.far)
+        else:
+            near, far = object_ray_bounds(origins, directions, 0.5 * (self.far - self.near))
         background = self.background if self.white_background else None
         occupancy = self.occupancy(cond) if skip_empty else None
         return render_rays(
@@ -241,6 +258,44 @@ class FeatureNeRFModel(Model):
         )
 
     @torch.no_grad()
+    def render_ray_chunks(
+        self,
+        cond: Conditioning,
+        origins: Float[Tensor, "N 3"],
+        directions: Float[Tensor, "N 3"],
+        outputs: frozenset[str] = frozenset({"rgb"}),
+        chunk: int | None = None,
+        skip_empty: bool = False,
+        bounds: RayBounds = "data",
+    ) -> dict[str, Float[Tensor, "N C"]]:
+        """Render any number of rays of the (single) conditioned object in fixed memory (fine results only).
+
+        Returns ``depth``, ``accumulation`` and each requested output. Sampling uses a generator seeded with
+        :attr:`eval_seed`, so the same rays give the same result. With ``bounds="object"`` (see
+        :meth:`render_rays`) ``depth`` is the expected depth of the surface hit (divided by the accumulation;
+        rays that hit nothing sit at their far bound, so they never hide what is behind them).
+        """
+        outputs = check_outputs(outputs, RENDER_OUTPUTS, "render")
+        generator = torch.Generator(device=self.device).manual_seed(self.eval_seed)
+        chunk = chunk or self.config.eval_num_rays_per_chunk
+        origins = origins.to(self.device).reshape(1, -1, 3)
+        directions = directions.to(self.device).reshape(1, -1, 3)
+        if bounds == "object":
+            directions = F.normalize(directions, dim=-1)
+        pieces: dict[str, list[Tensor]] = {}
+        for i in range(0, origins.shape[1], chunk):
+            o, d = origins[:, i : i + chunk], directions[:, i : i + chunk]
+            out = self.render_rays(cond, o, d, outputs, generator, skip_empty=skip_empty, bounds=bounds)
+            if bounds == "object":
+                acc = out["accumulation"]
+                far = object_ray_bounds(o, d, 0.5 * (self.far - self.near))[1]
+                out["depth"] = torch.where(acc > 1e-3, out["depth"] / acc.clamp_min(1e-3), far)
+            for k, v in out.items():
+                if not k.endswith("_coarse"):
+                    pieces.setdefault(k, []).append(v[0])
+        return {k: torch.cat(v) for k, v in pieces.items()}
+
+    @torch.no_grad()
     def render_camera(
         self,
         cond: Conditioning,
@@ -248,27 +303,15 @@ class FeatureNeRFModel(Model):
         outputs: frozenset[str] = frozenset({"rgb"}),
         chunk: int | None = None,
         skip_empty: bool = False,
+        bounds: RayBounds = "data",
     ) -> dict[str, Float[Tensor, "H W C"]]:
-        """Render a full image of the (single) conditioned object in fixed memory.
-
-        Returns ``depth``, ``accumulation`` and each requested output as ``(H, W, C)``. Sampling uses a
-        generator seeded with :attr:`eval_seed`, so the same camera gives the same image. ``skip_empty``: see
-        :meth:`render_rays`.
-        """
+        """Full image of one camera with :meth:`render_ray_chunks`; each output ``(H, W, C)``."""
         bundle = camera.to(self.device).generate_rays(camera_indices=0, keep_shape=True)
         H, W = bundle.origins.shape[:2]
-        origins = bundle.origins.reshape(1, -1, 3)
-        directions = bundle.directions.reshape(1, -1, 3)
-        generator = torch.Generator(device=self.device).manual_seed(self.eval_seed)
-        chunk = chunk or self.config.eval_num_rays_per_chunk
-        pieces: dict[str, list[Tensor]] = {}
-        for i in range(0, origins.shape[1], chunk):
-            o, d = origins[:, i : i + chunk], directions[:, i : i + chunk]
-            out = self.render_rays(cond, o, d, outputs, generator, skip_empty=skip_empty)
-            for k, v in out.items():
-                if not k.endswith("_coarse"):
-                    pieces.setdefault(k, []).append(v[0])
-        return {k: torch.cat(v).view(H, W, -1) for k, v in pieces.items()}
+        out = self.render_ray_chunks(
+            cond, bundle.origins.reshape(-1, 3), bundle.directions.reshape(-1, 3), outputs, chunk, skip_empty, bounds
+        )
+        return {k: v.view(H, W, -1) for k, v in out.items()}
 
     @torch.no_grad()
     def query_points(
@@ -289,11 +332,12 @@ class FeatureNeRFModel(Model):
         Returns:
             ``(N, C)`` per output, from the coarse MLP.
         """
+        outputs = check_outputs(outputs, FIELD_OUTPUTS, "query")
         if viewdirs is None:
             viewdirs = F.normalize(points - cond.source_centers[0], dim=-1)
         parts: dict[str, list[Tensor]] = {}
         for i in range(0, points.shape[0], chunk):
-            out = self.field(cond, points[None, i : i + chunk], viewdirs[None, i : i + chunk], frozenset(outputs))
+            out = self.field(cond, points[None, i : i + chunk], viewdirs[None, i : i + chunk], outputs)
             for k in outputs:
                 value = getattr(out, k)
                 if value is not None:
@@ -306,8 +350,8 @@ class FeatureNeRFModel(Model):
     def get_outputs_for_camera(self, camera: Cameras, obb_box: Any = None) -> dict[str, Tensor]:
         """Render one camera for nerfstudio's viewer (and ``ns-render``).
 
-        Delegates to :attr:`camera_renderer` (set by the pipeline: a default source; by the viewer panel: the
-        source and outputs chosen in it). ``obb_box`` (the viewer's crop box) is ignored.
+        Delegates to :attr:`camera_renderer` (set by the pipeline: a default source, or the source and outputs chosen
+        in the viewer panel while a viewer runs). ``obb_box`` (the viewer's crop box) is ignored.
         """
         if self.camera_renderer is None:
             raise RuntimeError("FeatureNeRF renders need a source view: set camera_renderer (the pipeline does)")
@@ -317,11 +361,9 @@ class FeatureNeRFModel(Model):
         return self.get_outputs(ray_bundle, conditioning)
 
     def get_outputs(self, ray_bundle: RayBundle, conditioning: Conditioning | None = None) -> dict[str, Tensor]:  # type: ignore[override]
-        cond = conditioning if conditioning is not None else self.default_conditioning
-        if cond is None:
-            raise RuntimeError(
-                "FeatureNeRF renders need a source view: pass a conditioning or set default_conditioning"
-            )
+        if conditioning is None:
+            raise RuntimeError("FeatureNeRF renders need a source view: pass the conditioning (model(rays, cond))")
+        cond = conditioning
         slots = ray_bundle.metadata.get("object_slot") if ray_bundle.metadata else None
         if slots is None:
             if cond.num_objects != 1:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 
 from featurenerf_ns.model.gemm import linear, linear_nograd, native_bf16
 from featurenerf_ns.model.occupancy import OccupancyGrid
+from featurenerf_ns.utils.io import UserError
 
 
 @dataclass
@@ -211,6 +214,23 @@ def sample_latent(
     idx = torch.stack((base + y0 * w + x0, base + y0 * w + x1, base + y1 * w + x0, base + y1 * w + x1), dim=-1)
     weights = torch.stack(((1 - wx) * (1 - wy), wx * (1 - wy), (1 - wx) * wy, wx * wy), dim=-1)
     return F.embedding_bag(idx.view(-1, 4), rows, per_sample_weights=weights.view(-1, 4).to(rows.dtype), mode="sum")
+
+
+FieldOutput = Literal["rgb", "density", "feature", "coord", "v_nerf"]
+"""What the field gives at a point: colour, density, distilled feature, canonical-coordinate residual, v_NeRF."""
+FIELD_OUTPUTS: frozenset[str] = frozenset(get_args(FieldOutput))
+RENDER_OUTPUTS: frozenset[str] = (FIELD_OUTPUTS - {"density"}) | {"depth", "accumulation"}
+"""What a render can be asked for (``depth`` and ``accumulation`` come with every render)."""
+
+
+def check_outputs(outputs: Iterable[str] | str, allowed: frozenset[str], what: str) -> frozenset[str]:
+    """The requested output names as a set; a name outside ``allowed`` (a typo such as ``"vnerf"``) is a
+    :class:`UserError` instead of an output silently missing."""
+    names = frozenset({outputs}) if isinstance(outputs, str) else frozenset(outputs)
+    unknown = names - allowed
+    if unknown:
+        raise UserError(f"unknown {what} output {', '.join(map(repr, sorted(unknown)))}: choose from {sorted(allowed)}")
+    return names
 
 
 @dataclass

@@ -84,3 +84,18 @@ def transfer_points(
         raise ValueError(f"{trg_feats.shape[0]} target features but {trg_coords.shape[0]} coordinates")
     index, _ = nearest_neighbors(src_feats, trg_feats, chunk=chunk)
     return trg_coords.to(index.device)[index]
+
+
+def transfer_part_labels(
+    features: Float[Tensor, "M C"],
+    ref_features: Float[Tensor, "N C"],
+    ref_labels: Int[Tensor, " N"],
+    foreground: Tensor | None = None,
+) -> Int[Tensor, " M"]:
+    """Part label of each feature: its nearest neighbour in L2-normalised feature space among the
+    reference's labelled foreground features; 0 where ``foreground`` is False."""
+    out = torch.zeros(features.shape[0], dtype=torch.long, device=features.device)
+    fg = torch.ones_like(out, dtype=torch.bool) if foreground is None else foreground.reshape(-1).bool()
+    if bool(fg.any()) and ref_features.shape[0] > 0:
+        out[fg] = transfer_labels(features[fg], ref_features, ref_labels).to(out.device)
+    return out

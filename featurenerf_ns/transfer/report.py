@@ -33,7 +33,8 @@ def headline_score(mean: dict) -> float:
     return mean["pck"][max(mean["pck"], key=float)]
 
 
-def _fmt(v: float | None, pct: bool = True) -> str:
+def format_score(v: float | None, pct: bool = True) -> str:
+    """A table cell: a score in percent with one decimal (``pct``) or a plain number; ``n/a`` for None/NaN."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     return f"{100 * v:.1f}" if pct else f"{v:.2f}"
@@ -44,29 +45,30 @@ def table_rows(results: Sequence[MethodResult]) -> tuple[list[str], list[list[st
     if not results:
         return [], []
     spec = results[0].spec
+    fmt = format_score
     if spec.task == "parts":
         header = ["method", "mIoU", "pairs scored", "pairs/s"]
         rows = [
-            [r.name, _fmt(r.mean_miou), f"{len(r.scored)}/{len(r.pairs)}", _fmt(r.pairs_per_s, False)] for r in results
+            [r.name, fmt(r.mean_miou), f"{len(r.scored)}/{len(r.pairs)}", fmt(r.pairs_per_s, False)] for r in results
         ]
     else:
         header = ["method"] + [f"PCK@{t:.3g}" for t in results[0].thresholds] + ["pairs scored", "pairs/s"]
         rows = [
-            [r.name] + [_fmt(v) for v in r.mean_pck] + [f"{len(r.scored)}/{len(r.pairs)}", _fmt(r.pairs_per_s, False)]
+            [r.name] + [fmt(v) for v in r.mean_pck] + [f"{len(r.scored)}/{len(r.pairs)}", fmt(r.pairs_per_s, False)]
             for r in results
         ]
     return header, rows
 
 
-def markdown_table(results: Sequence[MethodResult], title: str) -> str:
-    header, rows = table_rows(results)
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str) -> str:
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def print_table(results: Sequence[MethodResult], title: str, console: Console | None = None) -> None:
-    header, rows = table_rows(results)
+def print_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], title: str, console: Console | None = None
+) -> None:
     table = Table(title=title)
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i > 0)
@@ -239,7 +241,7 @@ def write_report(
     qualitative = out / f"{stem}_qualitative.png"
     remove_temporaries([*paths.values(), curve, qualitative])  # of a run of this benchmark that was killed
     with atomic_path(paths["markdown"]) as tmp:
-        tmp.write_text(markdown_table(results, title))
+        tmp.write_text(markdown_table(*table_rows(results), title))
     paths["curve"] = curve
     (plot_pck_curve if spec.task == "keypoints" else plot_miou_bars)(results, curve, title)
     if num_vis > 0 and results:
@@ -259,5 +261,5 @@ def write_report(
             "methods": {r.name: r.to_json() for r in results},
         },
     )
-    print_table(results, title, console)
+    print_table(*table_rows(results), title, console)
     return paths

@@ -44,15 +44,23 @@ import torch.nn.functional as F
 from PIL import Image
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from torch import Tensor
 
-from featurenerf_ns.dataparsers.co3d_cache import crop_resize, square_crop_box
-from featurenerf_ns.geometry import CAMERA_DISTANCE, intrinsics_of, look_at_opengl
+from featurenerf_ns.geometry import CAMERA_DISTANCE
+from featurenerf_ns.model.photo import CropTransform, crop_transform
 from featurenerf_ns.teachers.dino import DinoTeacherConfig
 from featurenerf_ns.transfer.matching import nearest_neighbors
 from featurenerf_ns.transfer.metrics import nanmean, pck
-from featurenerf_ns.utils.io import DataError, UserError, atomic_path, read_json, write_json
+from featurenerf_ns.transfer.report import format_score, markdown_table, print_table, report_stem
+from featurenerf_ns.utils.io import (
+    DataError,
+    UserError,
+    atomic_path,
+    make_dirs,
+    read_json,
+    remove_temporaries,
+    write_json,
+)
 
 SPAIR_SPLITS = ("trn", "val", "test")
 DEFAULT_ALPHAS = (0.05, 0.1, 0.15)
@@ -139,44 +147,6 @@ def read_pairs(
     return pairs
 
 
-@dataclass(frozen=True)
-class CropTransform:
-    """Square crop ``[left, left + side)^2`` of an image resized to ``size``; pixel-index coordinates."""
-
-    left: int
-    top: int
-    side: int
-    size: int
-    image_hw: tuple[int, int]
-
-    @property
-    def k(self) -> float:
-        return self.size / self.side
-
-    def to_crop(self, xy: np.ndarray) -> np.ndarray:
-        xy = np.asarray(xy, dtype=np.float64)
-        return (xy + 0.5 - np.array([self.left, self.top])) * self.k - 0.5
-
-    def from_crop(self, xy: np.ndarray) -> np.ndarray:
-        xy = np.asarray(xy, dtype=np.float64)
-        return (xy + 0.5) / self.k + np.array([self.left, self.top]) - 0.5
-
-    def inside_image(self) -> np.ndarray:
-        """``(size, size)`` bool: crop pixels whose centre maps inside the original image."""
-        c = self.from_crop(np.arange(self.size, dtype=np.float64)[:, None].repeat(2, 1))
-        h, w = self.image_hw
-        cols = (c[:, 0] >= -0.5) & (c[:, 0] <= w - 0.5)
-        rows = (c[:, 1] >= -0.5) & (c[:, 1] <= h - 0.5)
-        return rows[:, None] & cols[None, :]
-
-
-def crop_transform(
-    bbox: tuple[int, int, int, int], image_hw: tuple[int, int], size: int, margin: float
-) -> CropTransform:
-    left, top, side = square_crop_box(bbox, margin)
-    return CropTransform(left, top, side, size, image_hw)
-
-
 def load_crop(
     root: Path, category: str, name: str, t: CropTransform, background: Literal["auto", "none"] = "auto"
 ) -> np.ndarray:
@@ -204,12 +174,8 @@ def load_crop(
                     seg_path, f"segmentation is {arr.shape[0]}x{arr.shape[1]}, the image {image.height}x{image.width}"
                 )
             mask = Image.fromarray(((arr > 0) * 255).astype(np.uint8))
-    rgb = (
-        np.asarray(crop_resize(image, t.left, t.top, t.side, t.size, Image.Resampling.LANCZOS), dtype=np.float32) / 255
-    )
-    alpha = (
-        np.asarray(crop_resize(mask, t.left, t.top, t.side, t.size, Image.Resampling.BILINEAR), dtype=np.float32) / 255
-    )
+    rgb = np.asarray(t.apply(image, Image.Resampling.LANCZOS), dtype=np.float32) / 255
+    alpha = np.asarray(t.apply(mask, Image.Resampling.BILINEAR), dtype=np.float32) / 255
     return np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=-1)
 
 
@@ -228,39 +194,20 @@ class NeRFCropFeatures:
         camera_distance: float = CAMERA_DISTANCE,
         focal: float | None = None,
     ):
-        from nerfstudio.cameras.cameras import Cameras, CameraType
-
         self.model = model  # TrainedFeatureNeRF
         self.feature = feature
         h, w = model.image_size
         if h != w:
             raise UserError(f"SPair needs a model trained on square images (a canonical camera), got {h}x{w}")
         self.size = h
-        if focal is None:
-            cams = model.datamanager.train_dataparser_outputs.cameras
-            focal = float(torch.median(cams.fx[:, 0] / cams.width[:, 0].float()).item() * w)
-        self.focal = float(focal)
-        c2w = look_at_opengl(torch.tensor([[0.0, 0.0, camera_distance]], dtype=torch.float64))[0].float()
-        self.camera = Cameras(
-            camera_to_worlds=c2w[None],
-            fx=torch.tensor([[self.focal]]),
-            fy=torch.tensor([[self.focal]]),
-            cx=torch.tensor([[w / 2.0]]),
-            cy=torch.tensor([[h / 2.0]]),
-            width=torch.tensor([[w]]),
-            height=torch.tensor([[h]]),
-            camera_type=CameraType.PERSPECTIVE,
-        )
+        fov = None if focal is None else 2.0 * math.atan(w / (2.0 * focal))
+        self.camera = model.photo_cameras(model.canonical_camera(0.0, 0.0, camera_distance, fov))
+        self.focal = float(self.camera.fx[0, 0])
 
     @torch.no_grad()
     def __call__(self, crop: Tensor, key: str) -> Tensor:
-        m = self.model.model
-        dev = self.model.device
-        cam = self.camera.to(dev)
-        intr = intrinsics_of(cam).view(1, 1, 4)
-        image = crop[..., :3].permute(2, 0, 1)[None, None].to(dev)
-        cond = m.encode(image, cam.camera_to_worlds.view(1, 1, 3, 4), intr)
-        return m.render_camera(cond, cam, frozenset({self.feature}))[self.feature]
+        cond = self.model.encode_with_cameras(crop[..., :3].permute(2, 0, 1)[None], self.camera)
+        return self.model.model.render_camera(cond, self.camera, frozenset({self.feature}))[self.feature]
 
 
 class TeacherCropFeatures:
@@ -402,41 +349,40 @@ def evaluate_spair(
     return results
 
 
-def _fmt(v: float) -> str:
-    return "n/a" if v is None or math.isnan(v) else f"{100 * v:.1f}"
-
-
 def spair_table(results: list[SpairMethodResult]) -> tuple[list[str], list[list[str]]]:
     alphas = results[0].alphas if results else DEFAULT_ALPHAS
     header = ["method"] + [f"PCK@{a:g}" for a in alphas] + [f"PCK@{a:g} (kps)" for a in alphas] + ["pairs"]
     rows = [
-        [r.name] + [_fmt(v) for v in r.mean_pck()] + [_fmt(v) for v in r.keypoint_pck()] + [str(len(r.per_pair))]
+        [r.name]
+        + [format_score(v) for v in r.mean_pck()]
+        + [format_score(v) for v in r.keypoint_pck()]
+        + [str(len(r.per_pair))]
         for r in results
     ]
     return header, rows
 
 
 def write_spair_report(
-    output_dir: Path, split: str, results: list[SpairMethodResult], meta: dict, console: Console | None = None
+    output_dir: Path,
+    split: str,
+    results: list[SpairMethodResult],
+    meta: dict,
+    console: Console | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """``<output_dir>/spair/keypoints_spair_<split>.{json,md}``, and the table printed."""
-    out = Path(output_dir) / "spair"
-    json_path = out / f"keypoints_spair_{split}.json"
-    md_path = out / f"keypoints_spair_{split}.md"
-    write_json(json_path, {"task": "keypoints", "dataset": "spair-71k", "split": split, **meta,
-                           "methods": [r.summary() for r in results]})  # fmt: skip
+    """``<output_dir>/spair/keypoints_spair_<split>.{json,md}``, and the table printed (through the benchmarks'
+    report writer: an earlier result is kept, the new one numbered, unless ``overwrite``; the JSON is written last)."""
+    out = make_dirs(Path(output_dir) / "spair")
+    stem = report_stem(out, f"keypoints_spair_{split}", overwrite)
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    remove_temporaries([json_path, md_path])
     header, rows = spair_table(results)
     title = f"SPair-71k keypoint transfer ({split}, PCK@alpha x max(bbox w, h); mean over pairs, then over keypoints)"
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
     with atomic_path(md_path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    table = Table(title=title)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*(escape(c) for c in r))
-    (console or Console()).print(table)
+        tmp.write_text(markdown_table(header, rows, title))
+    write_json(json_path, {"task": "keypoints", "dataset": "spair-71k", "split": split, **meta,
+                           "methods": [r.summary() for r in results]})  # fmt: skip
+    print_table(header, rows, title, console)
     return {"json": json_path, "table": md_path}
 
 
@@ -479,6 +425,8 @@ class SpairConfig:
     """Device of the teacher baseline (default: CUDA when available)."""
     chunk: int | None = None
     """Query rows per similarity block."""
+    overwrite: bool = False
+    """Replace an earlier result of the same split instead of writing a new numbered one (``...-2.json``)."""
 
 
 def run_spair(cfg: SpairConfig, console: Console | None = None) -> dict[str, Path]:
@@ -531,7 +479,7 @@ def run_spair(cfg: SpairConfig, console: Console | None = None) -> dict[str, Pat
         else {"distance": cfg.camera_distance, "focal_px": nerf_src.focal, "size": nerf_src.size},
         "skipped_methods": skipped,
     }
-    paths = write_spair_report(cfg.output_dir, cfg.split, results, meta, console)
+    paths = write_spair_report(cfg.output_dir, cfg.split, results, meta, console, cfg.overwrite)
     for kind, path in paths.items():
         console.print(f"{kind}: {path}")
     return paths

@@ -28,6 +28,7 @@ from featurenerf_ns.geometry import cameras_from_fov, cameras_from_opencv, intri
 from featurenerf_ns.model.api import TrainedFeatureNeRF
 from featurenerf_ns.model.authors_checkpoint import read_authors_checkpoint, to_model_state
 from featurenerf_ns.model.import_cli import ImportConfig, import_checkpoint
+from featurenerf_ns.model.photo import PhotoCamera
 from featurenerf_ns.model.rendering import SampleDepths
 from featurenerf_ns.utils.hocon import hocon_get
 
@@ -116,10 +117,17 @@ def test_encoder_input_is_the_authors_bit_for_bit(parity, imported):
     np.testing.assert_array_equal(ours.numpy(), parity.arrays["src_encoder_input"])
 
 
+def fixture_photos(tf: TrainedFeatureNeRF, a: dict, num_views: int):
+    """The fixture's source images as photos with the authors' cameras, at their own size (as the authors encode)."""
+    rgba = a["src_rgba"][:num_views]
+    camera = PhotoCamera(a["src_transform_matrix"][:num_views], float(a["camera_angle_x"]))
+    return tf.prepare_image(rgba, camera, image_size=rgba.shape[1:3])
+
+
 def field_outputs(parity, tf: TrainedFeatureNeRF, num_views: int, outputs=tuple(FIELD_OUTPUTS.values())) -> dict:
     """Our field at the fixture's points, conditioned on its first ``num_views`` source images."""
     a = parity.arrays
-    cond = tf.encode_image(a["src_rgba"][:num_views], a["src_transform_matrix"][:num_views], float(a["camera_angle_x"]))
+    cond = tf.encode_image(fixture_photos(tf, a, num_views))
     return tf.query(cond, torch.from_numpy(a["points"]), torch.from_numpy(a["viewdirs"]), outputs=outputs)
 
 
@@ -157,7 +165,7 @@ def test_render_matches_their_renderer(parity, imported, imported64, gemm_backen
     )
     outs = []
     for tf in (imported, imported64):
-        cond = tf.encode_image(a["src_rgba"][:1], a["src_transform_matrix"][:1], float(a["camera_angle_x"]))
+        cond = tf.encode_image(fixture_photos(tf, a, 1))
         outs.append(tf.render_rays(cond, rays[:, :3], rays[:, 3:6], ("rgb", "feature", "coord", "v_nerf"), depths))
     names = {"rgb": "rgb", "depth": "depth", "embed": "feature", "coord": "coord"}
     for stage, suffix in (("coarse", "_coarse"), ("fine", "")):

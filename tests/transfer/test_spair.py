@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -127,6 +128,13 @@ def test_run_spair_teacher_baseline_and_skip(spair_root, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in m["pck_per_pair_mean"])
     assert m["per_category"]["chair"]["pairs"] == 3
     assert "PCK@0.1" in paths["table"].read_text()
+    # a second run keeps the first result and writes a numbered one; --overwrite replaces it
+    first = paths["json"].read_bytes()
+    again = run_spair(dataclasses.replace(cfg, num_pairs=2))
+    assert again["json"].name == "keypoints_spair_test-2.json" and paths["json"].read_bytes() == first
+    assert json.loads(again["json"].read_text())["num_pairs"] == 2
+    replaced = run_spair(dataclasses.replace(cfg, num_pairs=1, overwrite=True))
+    assert replaced["json"] == paths["json"] and json.loads(paths["json"].read_text())["num_pairs"] == 1
     # unavailable weights: the baseline is skipped with its reason, and nothing else to run is an error
     missing = SpairConfig(
         data=spair_root, teacher=DinoTeacherConfig(weights=tmp_path / "nope.pth"), output_dir=tmp_path / "o2"
