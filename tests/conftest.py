@@ -123,10 +123,13 @@ HEADLESS = (
 """Runs a console script's entry point, then reports which ``featurenerf_ns.viewer`` modules it imported."""
 
 
-def run_headless(module: str, args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run ``module``'s ``entrypoint`` with ``args``; assert it succeeded without importing featurenerf_ns.viewer."""
+def run_headless(
+    module: str, args: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``module``'s ``entrypoint`` with ``args`` (and extra environment variables ``env``); assert it succeeded
+    without importing featurenerf_ns.viewer."""
     code = HEADLESS.format(module=module)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     proc = subprocess.run([sys.executable, "-c", code, module, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
     assert proc.returncode == 0, f"{module} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from featurenerf_ns.model.pipeline import RENDER_SOURCE_ENV
+from featurenerf_ns.utils.io import UserError
 from tests.conftest import TrainedRun, run_headless
 
 pytestmark = pytest.mark.slow
@@ -207,7 +210,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(trained_tiny):
         torch.testing.assert_close(resumed[k], whole[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
-def test_ns_render_renders_the_default_source_without_the_viewer(trained):
+def test_ns_render_renders_the_default_source_without_the_viewer(trained, monkeypatch):
     """ns-render builds no viewer panel (nor imports the viewer package) and renders the pipeline's default source
     (view 0 of the first test object): rgb, depth and accumulation only, v_NeRF is not composited."""
     from featurenerf_ns.model.api import TrainedFeatureNeRF
@@ -228,6 +231,22 @@ def test_ns_render_renders_the_default_source_without_the_viewer(trained):
     assert set(shown) == {"rgb", "depth", "accumulation"}
     expected = tf.render(tf.encode("test", obj.obj_id, [0]), "test", obj.obj_id, 1, outputs=("rgb",))
     torch.testing.assert_close(shown["rgb"], expected["rgb"])
+
+    # The source can be named (ns-render takes no pipeline options: the environment, or render_source in config.yml).
+    other = tf.objects("train")[1].obj_id
+    named = root / "render_named"
+    args[args.index("--output-path") + 1] = str(named)
+    run_headless("nerfstudio.scripts.render", args, cwd=root, timeout=600, env={RENDER_SOURCE_ENV: f"train/{other}:2"})
+    first = lambda folder: np.asarray(Image.open(sorted(folder.glob("*.jpg"))[0]), dtype=np.float32)  # noqa: E731
+    assert np.abs(first(named) - first(out)).mean() > 1.0  # another object's field, another image
+    monkeypatch.setenv(RENDER_SOURCE_ENV, f"train/{other}:2")
+    tf2 = TrainedFeatureNeRF.load(config, device="cpu")
+    expected = tf2.render(tf2.encode("train", other, [2]), "test", obj.obj_id, 1, outputs=("rgb",))
+    torch.testing.assert_close(tf2.model.get_outputs_for_camera(camera)["rgb"], expected["rgb"])
+    for bad in ("chair_1:0", "test/", f"train/{other}:x", "test/no_such_object"):
+        monkeypatch.setenv(RENDER_SOURCE_ENV, bad)
+        with pytest.raises(UserError, match="FEATURENERF_RENDER_SOURCE|not in the test split"):
+            TrainedFeatureNeRF.load(config, device="cpu").model.get_outputs_for_camera(camera)
 
 
 def test_featurenerf_edit_writes_the_edited_render(trained):

@@ -7,6 +7,7 @@ source images and cameras of the batch's objects, which are per object rather th
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
+from featurenerf_ns.layout import SPLITS
 from featurenerf_ns.model.authors_checkpoint import (
     architecture_of_config,
     architecture_of_model_state,
@@ -31,7 +33,11 @@ from featurenerf_ns.model.field import Conditioning
 from featurenerf_ns.utils.io import UserError
 
 VIEWER_ENTRY_POINTS = "featurenerf_ns.viewer"
-"""Entry-point group of the viewer panel's factory (``pipeline -> panel or None``), registered by the package."""
+r"""Entry-point group of the viewer panel's factory (``pipeline -> panel or None``), registered by the package. The
+panel is an ``nn.Module`` holding nerfstudio ``ViewerElement``\ s, with ``render_outputs(camera) -> outputs`` for the
+viewer's cameras (:meth:`FeatureNeRFPipeline.render_viewer_camera`): the one place where it plugs in."""
+RENDER_SOURCE_ENV = "FEATURENERF_RENDER_SOURCE"
+"""Environment variable naming the source of ``ns-render`` (see ``FeatureNeRFPipelineConfig.render_source``)."""
 
 
 @dataclass
@@ -43,6 +49,10 @@ class FeatureNeRFPipelineConfig(VanillaPipelineConfig):
     """Category datamanager."""
     model: FeatureNeRFModelConfig = field(default_factory=FeatureNeRFModelConfig)
     """FeatureNeRF model."""
+    render_source: str = ""
+    """Source of the renders that bring no source image (ns-render; nerfstudio's viewer without the FeatureNeRF
+    panel): <split>/<object id>[:<view>[,<view>...]], e.g. test/chair_0003:0,2. Empty: view 0 of the first eval
+    object. ns-render takes no pipeline options: set it in the run's config.yml or in $FEATURENERF_RENDER_SOURCE."""
 
 
 def require_device(device: str | torch.device) -> None:
@@ -77,7 +87,7 @@ class FeatureNeRFPipeline(VanillaPipeline):
         # A function, not a bound method: copy.deepcopy keeps functions as they are, so copying the model (e.g. to
         # float64) does not copy the pipeline and its datamanager with it. It keeps the pipeline alive as long as the
         # model (the API holds only the model).
-        self.featurenerf.camera_renderer = lambda camera: self.render_default_source(camera)
+        self.featurenerf.camera_renderer = lambda camera: self.render_viewer_camera(camera)
 
     @property
     def FeatureNeRF(self):  # noqa: N802 (nerfstudio names the panel's folder "Custom Elements/FeatureNeRF" after it)
@@ -95,21 +105,45 @@ class FeatureNeRFPipeline(VanillaPipeline):
             object.__setattr__(self, "_panel", factories[0].load()(self) if factories else None)
         return self.__dict__["_panel"]
 
+    def render_viewer_camera(self, camera: Cameras) -> dict[str, Tensor]:
+        """The model's ``camera_renderer``: the viewer panel's outputs once a viewer has built it (:attr:`FeatureNeRF`),
+        else :meth:`render_default_source`."""
+        panel = self.__dict__.get("_panel")
+        return panel.render_outputs(camera) if panel is not None else self.render_default_source(camera)
+
     def render_default_source(self, camera: Cameras) -> dict[str, Tensor]:
         """What nerfstudio's viewer and ``ns-render`` (which bring no source image) see without the panel: the field
-        conditioned on view 0 of the first eval object (encoded once), ``rgb``/``depth``/``accumulation`` (v_NeRF is
-        not composited)."""
+        conditioned on the configured source (:attr:`FeatureNeRFPipelineConfig.render_source`, encoded once),
+        ``rgb``/``depth``/``accumulation`` (v_NeRF is not composited)."""
         if self._default_source is None:
-            dm = self.datamanager
-            outputs = dm.eval_dataparser_outputs
-            record = outputs.metadata["objects"][0]
-            rgba = dm.load_views(record, [0], with_teacher=False).rgba
-            inputs = dm.source_conditioning_inputs(
-                outputs.cameras, [record], [[0]], rgba[None, ..., :3].permute(0, 1, 4, 2, 3)
-            )
-            with torch.no_grad():
-                self._default_source = self.featurenerf.encode(inputs["images"], inputs["c2w"], inputs["intrinsics"])
+            # Not at the top: the API imports nerfstudio's eval_utils, which imports the method configs, which
+            # import this module.
+            from featurenerf_ns.model.api import TrainedFeatureNeRF
+
+            split, obj_id, views = self.render_source()
+            api = TrainedFeatureNeRF(self.featurenerf, self.datamanager, set_eval=False)
+            self._default_source = api.encode(split, obj_id, views)
         return self.featurenerf.render_camera(self._default_source, camera, frozenset({"rgb"}))
+
+    def render_source(self) -> tuple[str, str, list[int]]:
+        """``(split, object id, views)`` of :meth:`render_default_source`: ``$FEATURENERF_RENDER_SOURCE``, else the
+        config's ``render_source``, else view 0 of the first eval object."""
+        text = os.environ.get(RENDER_SOURCE_ENV) or self.config.render_source
+        eval_split = "val" if self.datamanager.test_mode == "val" else "test"
+        if not text:
+            return eval_split, self.datamanager.eval_dataparser_outputs.metadata["objects"][0].obj_id, [0]
+        where = f"${RENDER_SOURCE_ENV}" if os.environ.get(RENDER_SOURCE_ENV) else "render_source"
+        split, sep, rest = text.partition("/")
+        obj_id, _, view_text = rest.partition(":")
+        try:
+            views = [int(v) for v in view_text.split(",")] if view_text else [0]
+        except ValueError:
+            views = []
+        if not sep or split not in SPLITS or not obj_id or not views:
+            raise UserError(
+                f"{where} {text!r}: expected <split>/<object id>[:<view>[,<view>...]] with split one of {SPLITS}"
+            )
+        return split, obj_id, views
 
     def _check_teacher_fits(self) -> None:
         """Training distils the teacher into the feature head: their channels must agree (one line if not)."""

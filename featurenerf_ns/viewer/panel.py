@@ -1,10 +1,10 @@
 """The "FeatureNeRF" panel of nerfstudio's viser viewer.
 
-A generalizable NeRF renders nothing until it is told which image conditions it, so the panel
-first picks the *source*: an object of the eval split (``test`` under ``ns-viewer``) and its source
-view(s), or any RGB/RGBA image file (encoded with the camera of view 0 of the first eval object,
-i.e. assumed to be seen from the dataset's usual viewpoint). The source is encoded once when it
-changes and cached on the model as :attr:`FeatureNeRFModel.default_conditioning`.
+A generalizable NeRF renders nothing until it is told which image conditions it, so the panel first picks the
+*source* (:mod:`featurenerf_ns.viewer.source`): an object of the eval split (``test`` under ``ns-viewer``) and its
+source view(s), or a photo, an RGBA image file or a PNG uploaded from the browser (cropped around its mask and seen
+by the category's canonical camera, :mod:`featurenerf_ns.model.photo`). The source is encoded once when it changes
+and drawn in the scene as a frustum showing its image.
 
 Outputs (nerfstudio's "Output type" dropdown lists them, ``rgb`` first):
 
@@ -19,129 +19,66 @@ Outputs (nerfstudio's "Output type" dropdown lists them, ``rgb`` first):
 Only the outputs selected in the viewer are computed (v_NeRF compositing, the expensive part, is
 skipped for ``rgb``/``depth``/``accumulation``); the others are returned as black images so the
 dropdown keeps listing them. Transferred 3D keypoints of the reference object are drawn as labelled
-markers in the scene.
+markers in the scene (:mod:`featurenerf_ns.viewer.overlays`); "Render views" saves an orbit
+(:mod:`featurenerf_ns.viewer.export`) with a progress bar.
 
-Wiring: :class:`FeatureNeRFViewerPanel` is an ``nn.Module`` (without parameters) built by :func:`make_panel`, which
-the package registers under the ``featurenerf_ns.viewer`` entry points; the pipeline's ``FeatureNeRF`` property builds
-it when nerfstudio's viewer looks for elements, which finds them there (attribute names set their order: hence
-the letter prefixes). It hangs :meth:`FeatureNeRFViewerPanel.render_outputs` on the model's
-``camera_renderer`` hook, which ``FeatureNeRFModel.get_outputs_for_camera`` calls. Its
-:class:`PanelViewerControl` (a ``ViewerControl``) gets the running viewer: viser scene, clicks,
-the lock shared with training, the selected output, the run directory.
+Wiring: the panel is a client of :class:`~featurenerf_ns.model.api.TrainedFeatureNeRF`, built over the live
+pipeline's model and datamanager (the model's train/eval mode left to the trainer), and keeps its own state: it sets
+nothing on the model or the pipeline. :func:`make_panel` is the factory registered under the ``featurenerf_ns.viewer``
+entry points; the pipeline builds the panel through it when nerfstudio's viewer looks for elements (its
+``FeatureNeRF`` property) and then renders the viewer's cameras with :meth:`FeatureNeRFViewerPanel.render_outputs`
+(``FeatureNeRFPipeline.render_viewer_camera``). The widgets are :class:`~featurenerf_ns.viewer.elements.PanelElements`;
+:class:`PanelViewerControl` (a ``ViewerControl``) hands over the running viewer: viser scene, clicks, the lock shared
+with training, the selected output, the run directory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.utils.colormaps import ColormapOptions, apply_colormap
+from nerfstudio.utils.colormaps import ColormapOptions
 from nerfstudio.utils.rich_utils import CONSOLE
-from nerfstudio.viewer.viewer_elements import (
-    ViewerButton,
-    ViewerCheckbox,
-    ViewerClick,
-    ViewerControl,
-    ViewerDropdown,
-    ViewerElement,
-    ViewerNumber,
-    ViewerSlider,
-    ViewerText,
-)
-from PIL import Image
-from torch import Tensor, nn
+from nerfstudio.viewer.viewer_elements import ViewerClick, ViewerControl
+from torch import Tensor
 
 from featurenerf_ns.categories import resolve_category
-from featurenerf_ns.data.images import load_view
-from featurenerf_ns.dataparsers.records import ObjectRecord
-from featurenerf_ns.geometry import intrinsics_of
+from featurenerf_ns.layout import read_kp_3d, read_part_2d
+from featurenerf_ns.model.api import TrainedFeatureNeRF
 from featurenerf_ns.model.field import Conditioning
-from featurenerf_ns.utils.features import PCABasis
-from featurenerf_ns.utils.io import DataError
-from featurenerf_ns.viewer.colors import (
+from featurenerf_ns.model.views import MIN_ACCUMULATION, surface_point, surface_points
+from featurenerf_ns.transfer.matching import transfer_part_labels, transfer_points
+from featurenerf_ns.utils.colors import (
     colorize_labels,
     cosine_similarity_map,
     label_palette,
-    legend_markdown,
     png_data_url,
     similarity_colors,
-    transfer_part_labels,
 )
-from featurenerf_ns.viewer.render import (
-    MIN_ACCUMULATION,
-    orbit_cameras,
-    render_camera_anywhere,
-    surface_point,
-    surface_points,
+from featurenerf_ns.utils.features import PCABasis
+from featurenerf_ns.viewer.elements import (
+    IMAGE_FILE,
+    NO_REFERENCE,
+    OUTPUTS,
+    UPLOADED_IMAGE,
+    PanelElements,
+    ViewerUploadButton,
 )
+from featurenerf_ns.viewer.export import ORBIT_VIEWS, BackgroundJob, orbit_folder, render_orbit
+from featurenerf_ns.viewer.overlays import NO_ANNOTATION_LEGEND, SCENE_SCALE, SceneOverlays, legend_text
+from featurenerf_ns.viewer.source import SOURCE_ERRORS, Source, SourceState, decode_upload, parse_views
 
-if TYPE_CHECKING:
-    import viser
-
-    from featurenerf_ns.model.featurenerf import FeatureNeRFModel
-
-OUTPUTS = ("rgb", "depth", "accumulation", "feature_pca", "labels", "similarity")
-"""Keys of the viewer's outputs, in dropdown order."""
 FEATURE_OUTPUTS = frozenset({"feature_pca", "labels", "similarity"})
 """Outputs that need v_NeRF rendered."""
-IMAGE_FILE = "image file (path below)"
-"""Source option that encodes the image file typed in the panel."""
-NO_REFERENCE = "(no annotated object)"
-SCENE_SCALE = 10.0
-"""nerfstudio draws the scene in viser 10x larger than world units (VISER_NERFSTUDIO_SCALE_RATIO)."""
 MAX_OPTIONS = 200
 """Objects listed per dropdown (the first ones of each split)."""
-ORBIT_VIEWS = 24
-SIMILARITY_FLOOR = 0.5
-"""Default cosine similarity at turbo's blue end: v_NeRF vectors of one object are mostly positively
-correlated, so mapping [-1, 1] would paint every pixel of the object the same warm colour."""
-
-
-class ViewerMarkdown(ViewerElement[str]):
-    """Markdown (with images as ``data:`` URLs) among the panel's elements; ``content`` may be set any time."""
-
-    def __init__(self, name: str, content: str = "") -> None:
-        super().__init__(name)
-        self._content = content
-
-    def _create_gui_handle(self, viser_server: viser.ViserServer) -> None:
-        self.gui_handle = viser_server.gui.add_markdown(self._content)  # type: ignore[assignment]
-
-    def install(self, viser_server: viser.ViserServer) -> None:
-        self._create_gui_handle(viser_server)
-
-    @property
-    def content(self) -> str:
-        return self._content
-
-    @content.setter
-    def content(self, value: str) -> None:
-        self._content = value
-        if self.gui_handle is not None:
-            self.gui_handle.content = value  # type: ignore[union-attr]
-
-
-@dataclass
-class Source:
-    """The image(s) conditioning the field, and the camera they were seen from."""
-
-    key: tuple
-    label: str
-    cameras: Cameras
-    """One camera per source view (on the model's device)."""
-    rgb: Tensor
-    """``(S, H, W, 3)`` in [0, 1], composited on the dataset's background."""
-    mask: Tensor
-    """``(S, H, W)`` bool foreground of the images (alpha, or non-background pixels of RGB files)."""
 
 
 @dataclass
@@ -172,115 +109,58 @@ class PanelViewerControl(ViewerControl):
             panel.attach_viewer(viewer)
 
 
-class FeatureNeRFViewerPanel(nn.Module):
+class FeatureNeRFViewerPanel(PanelElements):
     """Viewer panel of FeatureNeRF (see the module docstring). Holds no parameters."""
 
-    def __init__(self, pipeline: Any) -> None:
-        super().__init__()
-        # Weak references: as attributes of this nn.Module, the model or datamanager would become its
-        # submodules (duplicate checkpoint keys).
-        self._pipeline_ref = weakref.ref(pipeline)
-        dm = pipeline.datamanager
-        self._eval_split = "val" if dm.test_mode == "val" else "test"
-        meta = dm.train_dataparser_outputs.metadata
-        self._image_hw: tuple[int, int] = tuple(meta["image_size"])  # type: ignore[assignment]
-        try:
-            self._part_names: tuple[str, ...] = resolve_category(str(meta.get("category", ""))).parts
-        except ValueError:
-            self._part_names = ()
-        self._splits = {
-            self._eval_split: (dm.eval_dataparser_outputs.cameras, dm.eval_dataparser_outputs.metadata["objects"]),
-            "train": (dm.train_dataparser_outputs.cameras, dm.train_dataparser_outputs.metadata["objects"]),
-        }
-        eval_objects = self._splits[self._eval_split][1]
-        source_options = [f"{self._eval_split}/{r.obj_id}" for r in eval_objects[:MAX_OPTIONS]] + [IMAGE_FILE]
+    def __init__(self, tf: TrainedFeatureNeRF) -> None:
+        eval_split = "val" if tf.datamanager.test_mode == "val" else "test"
+        source_options = [f"{eval_split}/{r.obj_id}" for r in tf.objects(eval_split)[:MAX_OPTIONS]]
+        source_options += [IMAGE_FILE, UPLOADED_IMAGE]
         ref_options = [
             f"{split}/{r.obj_id}"
-            for split in (self._eval_split, "train")
-            for r in self._splits[split][1][:MAX_OPTIONS]
+            for split in (eval_split, "train")
+            for r in tf.objects(split)[:MAX_OPTIONS]
             if r.part_2d_path is not None or r.kp_3d_path is not None
         ] or [NO_REFERENCE]
-
-        # nerfstudio lists a module's elements sorted by attribute name: the letter prefixes fix the order.
-        self.a_source_object = ViewerDropdown(
-            "Source object", source_options[0], source_options, cb_hook=self._on_source_change,
-            hint="Object whose source view(s) condition the field (eval split), or an image file",
-        )  # fmt: skip
-        self.b_image_file = ViewerText(
-            "Image file", "", cb_hook=self._on_image_file,
-            hint="Any RGB/RGBA image (encoded with the camera of view 0 of the first eval object)",
-        )  # fmt: skip
-        self.c_source_views = ViewerText(
-            "Source views", "0", cb_hook=self._on_source_change,
-            hint="Comma-separated view indices of the source object, e.g. 0 or 0,2",
-        )  # fmt: skip
-        self.d_source_image = ViewerMarkdown("Source image", "*source not encoded yet*")
-        self.e_view_source = ViewerButton("View from source", cb_hook=lambda _: self.move_clients_to_source())
-        self.f_refresh_pca = ViewerButton("Refresh PCA", cb_hook=self._on_refresh_pca)
-        self.g_reference_object = ViewerDropdown(
-            "Reference object", ref_options[0], ref_options, cb_hook=self._on_reference_change,
-            hint="Annotated object whose parts (labels output) and 3D keypoints are transferred",
-        )  # fmt: skip
-        self.h_reference_view = ViewerNumber(
-            "Reference view", 0, cb_hook=self._on_reference_change, hint="View of the reference whose part map is used"
-        )
-        self.ha_min_opacity = ViewerSlider(
-            "Label min opacity", MIN_ACCUMULATION, 0.05, 0.95, 0.05,
-            hint="Rendered pixels (and clicks) with less opacity are background for labels",
-        )  # fmt: skip
-        self.i_legend = ViewerMarkdown("Legend", "")
-        self.j_show_keypoints = ViewerCheckbox(
-            "Show keypoints", True, cb_hook=lambda _: self._invalidate_keypoints(),
-            hint="Draw the reference's 3D keypoints transferred to the source object",
-        )  # fmt: skip
-        self.k_pick_point = ViewerButton("Pick similarity point", cb_hook=lambda _: self.start_picking())
-        self.l_similarity_min = ViewerSlider(
-            "Similarity min", SIMILARITY_FLOOR, -1.0, 0.95, 0.05,
-            hint="Cosine similarity shown at the blue end of turbo (1 = the picked point is the red end)",
-        )  # fmt: skip
-        self.m_render_views = ViewerButton("Render views", cb_hook=lambda _: self.render_orbit_async())
-        self.n_status = ViewerMarkdown("Status", "")
+        super().__init__(source_options, ref_options, self)
+        self.tf = tf
+        self.eval_split = eval_split
+        try:
+            self.part_names: tuple[str, ...] = resolve_category(tf.category).parts
+        except ValueError:
+            self.part_names = ()
         self.viewer_control = PanelViewerControl(self)
 
         self._viewer = None
-        self._source: Source | None = None
-        self._encoded_step: int | None = None
+        self.sources = SourceState(tf)
+        self.overlays = SceneOverlays()
+        self.orbit_job = BackgroundJob(self._status)
         self._source_render: dict[str, Tensor] | None = None
         self._pca: PCABasis | None = None
         self._reference: Reference | None = None
         self._query: tuple[Tensor, Tensor] | None = None
         self._keypoints_drawn: tuple | None = None
-        self._keypoint_handles: list = []
-        self._failed_key: tuple | None = None
-        self._orbit_thread: threading.Thread | None = None
-        self.encode_count = 0
-        """Number of encodings so far (tests check that a change encodes once)."""
         self.last_orbit_dir: Path | None = None
         """Folder of the last "Render views" export."""
-        self._model.camera_renderer = self.render_outputs
         self._update_legend()
 
     # ------------------------------------------------------------------------------------- access
     @property
-    def _model(self) -> FeatureNeRFModel:
-        pipeline = self._pipeline_ref()
-        if pipeline is None:
-            raise RuntimeError("the pipeline of this viewer panel is gone")
-        return pipeline.model
-
-    @property
-    def _datamanager(self):
-        return self._pipeline_ref().datamanager  # type: ignore[union-attr]
+    def _source(self) -> Source | None:
+        return self.sources.source
 
     def attach_viewer(self, viewer) -> None:
-        """Called once nerfstudio's viewer is built: camera on connect, CPU resolution, legend."""
+        """Called once nerfstudio's viewer is built: camera on connect, CPU resolution, scene overlays, legend."""
         self._viewer = viewer
-        if self._model.device.type == "cpu":
+        if self.tf.device.type == "cpu":
             # nerfstudio renders at "Max res" once the camera stops (512 by default) and at a resolution
             # sized to its measured rays/s while it moves. On CPU, 4x the training resolution shows all
             # the model resolves and keeps a refined frame within about a second for small models.
-            viewer.control_panel._max_res.value = int(min(512, max(64, 4 * max(self._image_hw))))
+            viewer.control_panel._max_res.value = int(min(512, max(64, 4 * max(self.tf.image_size))))
         viewer.viser_server.on_client_connect(lambda client: self._on_connect(client))
+        self.overlays.attach(viewer.viser_server.scene)
+        if self._source is not None:
+            self.overlays.draw_source(self._source)
         self._update_legend()
 
     def _lock(self):
@@ -301,42 +181,68 @@ class FeatureNeRFViewerPanel(nn.Module):
         return frozenset(wanted)
 
     # ------------------------------------------------------------------------------------- callbacks
-    def _on_source_change(self, _=None) -> None:
+    def on_source_change(self, _=None) -> None:
         # The work happens once, in the render that nerfstudio triggers after every panel callback.
-        self._failed_key = None
+        self.sources.retry()
 
-    def _on_image_file(self, _=None) -> None:
+    def on_image_file(self, _=None) -> None:
         if self.b_image_file.value.strip() and self.a_source_object.value != IMAGE_FILE:
             self.a_source_object.value = IMAGE_FILE
-        self._failed_key = None
+        self.sources.retry()
 
-    def _on_reference_change(self, _=None) -> None:
+    def on_upload(self, element: ViewerUploadButton) -> None:
+        upload = element.value
+        self.upload_image(upload.name, upload.content)
+
+    def upload_image(self, name: str, content: bytes) -> None:
+        """Make an uploaded image file the source (encoded in the next render); the status says why not."""
+        try:
+            self.sources.upload = decode_upload(name, content)
+        except SOURCE_ERRORS as e:
+            self._status(f"**Error:** {e}")
+            return
+        self.a_source_object.value = UPLOADED_IMAGE
+        self.sources.retry()
+
+    def on_view_source(self, _=None) -> None:
+        self.move_clients_to_source()
+
+    def on_reference_change(self, _=None) -> None:
         self._reference = None
-        self._invalidate_keypoints()
+        self._keypoints_drawn = None
         self._update_legend()
 
-    def _on_refresh_pca(self, _=None) -> None:
+    def on_show_keypoints(self, _=None) -> None:
+        self._keypoints_drawn = None
+
+    def on_show_source_camera(self, _=None) -> None:
+        self.overlays.set_source_visible(bool(self.ja_show_source_camera.value))
+
+    def on_pick_point(self, _=None) -> None:
+        self.start_picking()
+
+    def on_render_views(self, _=None) -> None:
+        self.render_orbit_async()
+
+    def on_refresh_pca(self, _=None) -> None:
         """Refit the PCA on the current view of the first client (the source view without a viewer)."""
-        try:
-            self.sync()
-            camera = self._current_camera()
-            if camera is None:
-                self._pca = self._fit_pca_on_source()
-                return
-            out = render_camera_anywhere(self._model, self._cond(), camera, frozenset({"v_nerf"}))
-            fg = out["accumulation"][..., 0] >= MIN_ACCUMULATION
-            if not bool(fg.any()):
-                self._status("Refresh PCA: no object in the current view; basis unchanged.")
-                return
-            self._pca = PCABasis.fit(out["v_nerf"][fg])
-            self._status("PCA basis refitted on the current view.")
-        except (DataError, ValueError) as e:
-            self._status(f"**Error:** {e}")
+        self.sync()
+        camera = self._current_camera()
+        if camera is None:
+            self._pca = self._fit_pca_on_source()
+            return
+        out = self.tf.render_view(self._cond(), camera, ("v_nerf",))
+        fg = out["accumulation"][..., 0] >= MIN_ACCUMULATION
+        if not bool(fg.any()):
+            self._status("Refresh PCA: no object in the current view; basis unchanged.")
+            return
+        self._pca = PCABasis.fit(out["v_nerf"][fg])
+        self._status("PCA basis refitted on the current view.")
 
     def _current_camera(self) -> Cameras | None:
         if self._viewer is None or not self._viewer.viser_server.get_clients():
             return None
-        h = 2 * max(self._image_hw)
+        h = 2 * max(self.tf.image_size)
         client = next(iter(self._viewer.viser_server.get_clients().values()))
         return self.viewer_control.get_camera(h, int(h * client.camera.aspect))
 
@@ -345,61 +251,10 @@ class FeatureNeRFViewerPanel(nn.Module):
         choice = self.a_source_object.value
         if choice == IMAGE_FILE:
             return ("file", self.b_image_file.value.strip())
-        views = self._parse_views(self.c_source_views.value)
-        return ("object", choice, views)
-
-    @staticmethod
-    def _parse_views(text: str) -> tuple[int, ...]:
-        try:
-            views = tuple(int(v) for v in text.replace(";", ",").split(",") if v.strip())
-        except ValueError:
-            raise ValueError(f"source views must be comma-separated integers, got {text!r}") from None
-        if not views:
-            raise ValueError("give at least one source view")
-        return views
-
-    def _record(self, choice: str) -> tuple[Cameras, ObjectRecord]:
-        split, _, obj_id = choice.partition("/")
-        cameras, records = self._splits[split]
-        for r in records:
-            if r.obj_id == obj_id:
-                return cameras, r
-        raise ValueError(f"object {obj_id!r} is not in the {split} split")
-
-    def _load_source(self, key: tuple) -> Source:
-        dm = self._datamanager
-        device = self._model.device
-        if key[0] == "file":
-            path = Path(key[1]).expanduser()
-            if not key[1]:
-                raise ValueError("type the path of an image file in 'Image file'")
-            if not path.is_file():
-                raise DataError(path, "image file not found")
-            try:
-                rgba = load_view(path, self._image_hw, dm.white_background)
-            except (OSError, ValueError) as e:
-                raise DataError(path, f"not a readable image ({e})") from None
-            cameras, rec = self._splits[self._eval_split][0], self._splits[self._eval_split][1][0]
-            i = rec.camera_index(0)
-            rgba_t = torch.from_numpy(rgba)[None]
-            return Source(key, f"`{path.name}`", cameras[i : i + 1].to(device), rgba_t[..., :3], rgba_t[..., 3] > 0.5)
-        _, choice, views = key
-        cameras, rec = self._record(choice)
-        for v in views:
-            if not 0 <= v < rec.num_views:
-                raise ValueError(f"{rec.obj_id} has views 0..{rec.num_views - 1}, asked for {v}")
-        rgba = dm.load_views(rec, list(views), with_teacher=False).rgba
-        idx = torch.tensor([rec.camera_index(v) for v in views])
-        label = f"{choice}, view{'s' if len(views) > 1 else ''} {', '.join(map(str, views))}"
-        return Source(key, label, cameras[idx].to(device), rgba[..., :3], rgba[..., 3] > 0.5)
-
-    def _encode(self, source: Source) -> Conditioning:
-        cams = source.cameras
-        intr = intrinsics_of(cams)
-        images = source.rgb.permute(0, 3, 1, 2)[None].to(self._model.device)
-        self.encode_count += 1
-        with torch.no_grad():
-            return self._model.encode(images, cams.camera_to_worlds[None], intr[None])
+        if choice == UPLOADED_IMAGE:
+            upload = self.sources.upload
+            return ("upload", None, None) if upload is None else ("upload", upload.name, upload.digest)
+        return ("object", choice, parse_views(self.c_source_views.value))
 
     def _training_step(self) -> int | None:
         if self._viewer is None or getattr(self._viewer, "trainer", None) is None:
@@ -413,54 +268,41 @@ class FeatureNeRFViewerPanel(nn.Module):
         status says why; the very first source falls back to view 0 of the first eval object.
         """
         fallback = ("object", self.a_source_object.options[0], (0,))
+        current = self._source.key if self._source is not None else fallback
+        step = self._training_step()
         try:
             key = self._selected_source()
         except ValueError as e:
             self._status(f"**Error:** {e}")
-            key = self._source.key if self._source is not None else fallback
-        step = self._training_step()
-        if self._source is not None and key == self._source.key:
-            if step is not None and step != self._encoded_step:
-                # Training moved the weights: re-encode the same images (one encoder pass).
-                self._model.default_conditioning = self._encode(self._source)
-                self._encoded_step = step
-            return
-        if self._source is not None and key == self._failed_key:
-            return  # already reported; do not retry a bad input every frame
+            key = current
         try:
-            source = self._load_source(key)
-        except (DataError, ValueError, IndexError) as e:
+            changed = self.sources.select(key, step)
+        except SOURCE_ERRORS as e:
             self._status(f"**Error:** {e}")
-            self._failed_key = key
             if self._source is not None:
                 return
-            source = self._load_source(fallback)
-        cond = self._encode(source)
-        # Assign together at the end: an interrupted render leaves the previous state intact.
-        self._model.default_conditioning = cond
-        self._source, self._encoded_step, self._failed_key = source, step, None
+            changed = self.sources.select(fallback, step)
+        if not changed:
+            return
+        source = self._source
         self._source_render, self._pca, self._query = None, None, None
-        self._show_source_image(source)
-        self._status(f"Encoded {source.label}.")
-
-    def _cond(self) -> Conditioning:
-        cond = self._model.default_conditioning
-        assert cond is not None, "sync() encodes the source first"
-        return cond
-
-    def _show_source_image(self, source: Source) -> None:
         strip = torch.cat(list(source.rgb), dim=1)  # views side by side
         img = (strip.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         scale = max(1, 128 // img.shape[0])
         self.d_source_image.content = f"**Source:** {source.label}  \n![source]({png_data_url(img, scale)})"
+        self.overlays.draw_source(source)
+        self._status(f"Encoded {source.label}.")
+
+    def _cond(self) -> Conditioning:
+        cond = self.sources.cond
+        assert cond is not None, "sync() encodes the source first"
+        return cond
 
     # ------------------------------------------------------------------------------------- cached maps
     def _render_source(self) -> dict[str, Tensor]:
         """v_NeRF, depth and accumulation of the (first) source view, rendered once per source."""
         if self._source_render is None:
-            assert self._source is not None
-            cam = self._source.cameras[0:1]
-            self._source_render = render_camera_anywhere(self._model, self._cond(), cam, frozenset({"rgb", "v_nerf"}))
+            self._source_render = self.tf.render_view(self._cond(), self._source.camera, ("rgb", "v_nerf"))
         return self._source_render
 
     def _source_foreground(self) -> Tensor:
@@ -470,7 +312,7 @@ class FeatureNeRFViewerPanel(nn.Module):
         learning its density (faint renders) gets its PCA and keypoints from the object, not the background.
         """
         out = self._render_source()
-        mask = self._source.mask[0].to(out["accumulation"].device)  # type: ignore[union-attr]
+        mask = self._source.mask[0].to(out["accumulation"].device)
         if tuple(mask.shape) != tuple(out["accumulation"].shape[:2]):
             mask = out["accumulation"][..., 0] >= MIN_ACCUMULATION
         fg = mask & (out["accumulation"][..., 0] > 1e-3)
@@ -495,14 +337,14 @@ class FeatureNeRFViewerPanel(nn.Module):
             if not bool(fg.any()):
                 return None
             rc = fg.nonzero().float()  # row-major, the order of surface_points' points
-            points = surface_points(out["depth"], fg, self._source.cameras[0:1])  # type: ignore[union-attr]
+            points = surface_points(out["depth"], fg, self._source.camera)
             self._set_query(points[(rc - rc.mean(0)).norm(dim=1).argmin()])
         return self._query
 
     def _set_query(self, point: Tensor) -> None:
-        feat = self._model.query_points(self._cond(), point.view(1, 3).to(self._model.device))["v_nerf"][0]
+        feat = self.tf.query(self._cond(), point.view(1, 3), outputs=("v_nerf",))["v_nerf"][0]
         self._query = (point.view(3), feat)
-        self._draw_query_marker()
+        self.overlays.draw_query(self._query[0])
 
     def _ensure_reference(self) -> Reference | None:
         choice = self.g_reference_object.value
@@ -511,49 +353,41 @@ class FeatureNeRFViewerPanel(nn.Module):
         key = (choice, int(self.h_reference_view.value))
         if self._reference is not None and self._reference.key == key:
             return self._reference
-        cameras, rec = self._record(choice)
+        tf = self.tf
+        split, _, obj_id = choice.partition("/")
+        rec = tf.record(split, obj_id)
         view = key[1] % rec.num_views
-        rgba = self._datamanager.load_views(rec, [view], with_teacher=False).rgba
-        i = rec.camera_index(view)
-        src = Source(key, choice, cameras[i : i + 1].to(self._model.device), rgba[..., :3], rgba[..., 3] > 0.5)
-        cond = self._encode(src)
+        cond = tf.encode(split, obj_id, [view])
         feats = labels = torch.zeros(0)
         if rec.part_2d_path is not None:
-            part = _read_npz(Path(rec.part_2d_path), "labels")[view]
-            out = render_camera_anywhere(self._model, cond, src.cameras, frozenset({"v_nerf"}))
-            v = out["v_nerf"]
-            lab = torch.from_numpy(np.asarray(part, dtype=np.int64))
+            v = tf.render_view(cond, tf.camera(split, obj_id, view), ("v_nerf",))["v_nerf"]
+            lab = torch.from_numpy(read_part_2d(rec.part_2d_path)[view])
             if tuple(lab.shape) != tuple(v.shape[:2]):
                 lab = F.interpolate(lab[None, None].float(), size=v.shape[:2], mode="nearest")[0, 0].long()
             fg = lab > 0
             feats, labels = v[fg.to(v.device)], lab[fg].to(v.device)
         kp_ids = kp_feats = None
         if rec.kp_3d_path is not None:
-            kp = torch.from_numpy(np.asarray(_read_npz(Path(rec.kp_3d_path), "labels"), dtype=np.float32))
-            if kp.ndim == 2 and kp.shape[1] == 4 and kp.shape[0] > 0:
+            kp = torch.from_numpy(read_kp_3d(rec.kp_3d_path)[0]).float()
+            if kp.shape[0] > 0:
                 kp_ids = kp[:, 3].long()
-                kp_feats = self._model.query_points(cond, kp[:, :3].to(self._model.device))["v_nerf"]
+                kp_feats = tf.query(cond, kp[:, :3], outputs=("v_nerf",))["v_nerf"]
         self._reference = Reference(key, feats, labels, kp_ids, kp_feats)
         self._update_legend()
         return self._reference
 
     def _update_legend(self) -> None:
         if self.g_reference_object.value == NO_REFERENCE:
-            self.i_legend.content = "*No annotated object in the data: labels and keypoints are unavailable.*"
+            self.i_legend.content = NO_ANNOTATION_LEGEND
             return
-        present = None
-        if self._reference is not None and self._reference.labels.numel():
-            present = {int(v) for v in self._reference.labels.unique().tolist()}
-        elif self._reference is not None:
-            self.i_legend.content = "*The reference has no 2D part map.*"
-            return
-        self.i_legend.content = "**Parts** (labels output)  \n" + legend_markdown(
-            self._part_names, label_palette(len(self._part_names)), present
-        )
+        ref = self._reference
+        present = {int(v) for v in ref.labels.unique().tolist()} if ref is not None and ref.labels.numel() else None
+        has_part_map = ref is None or ref.labels.numel() > 0
+        self.i_legend.content = legend_text(self.part_names, present, has_part_map)
 
     # ------------------------------------------------------------------------------------- rendering
     def render_outputs(self, camera: Cameras, outputs: frozenset[str] | None = None) -> dict[str, Tensor]:
-        """Everything the viewer shows for one camera (``FeatureNeRFModel.get_outputs_for_camera``).
+        """Everything the viewer shows for one camera (the pipeline's ``render_viewer_camera``).
 
         Args:
             camera: one camera (any pose, any resolution).
@@ -563,9 +397,8 @@ class FeatureNeRFViewerPanel(nn.Module):
         needed = self.requested_outputs() if outputs is None else frozenset(outputs)
         self.sync()
         self._update_keypoints()
-        cond = self._cond()
         want_v = bool(needed & FEATURE_OUTPUTS)
-        out = render_camera_anywhere(self._model, cond, camera, frozenset({"rgb", "v_nerf"} if want_v else {"rgb"}))
+        out = self.tf.render_view(self._cond(), camera, ("rgb", "v_nerf") if want_v else ("rgb",))
         acc = out["accumulation"]
         result = {"rgb": out["rgb"], "depth": out["depth"], "accumulation": acc}
         black = torch.zeros_like(out["rgb"])
@@ -583,7 +416,7 @@ class FeatureNeRFViewerPanel(nn.Module):
                     continue
                 v = out["v_nerf"]
                 lab = transfer_part_labels(v.reshape(-1, v.shape[-1]), ref.feats, ref.labels, fg.reshape(-1))
-                result[name] = colorize_labels(lab.view(fg.shape), label_palette(len(self._part_names)))
+                result[name] = colorize_labels(lab.view(fg.shape), label_palette(len(self.part_names)))
             else:
                 query = self._ensure_query()
                 if query is None:
@@ -594,9 +427,6 @@ class FeatureNeRFViewerPanel(nn.Module):
         return result
 
     # ------------------------------------------------------------------------------------- scene markers
-    def _invalidate_keypoints(self) -> None:
-        self._keypoints_drawn = None
-
     def _update_keypoints(self) -> None:
         """Draw (or remove) the transferred keypoints once per (source, reference) pair."""
         if self._viewer is None:
@@ -606,49 +436,21 @@ class FeatureNeRFViewerPanel(nn.Module):
         key = (source, reference, bool(self.j_show_keypoints.value))
         if self._keypoints_drawn == key:
             return
-        scene = self._viewer.viser_server.scene
-        for handle in self._keypoint_handles:
-            handle.remove()
-        self._keypoint_handles = []
         self._keypoints_drawn = key
-        if not self.j_show_keypoints.value:
-            return
-        positions, ids = self.transferred_keypoints()
-        if positions is None:
-            return
-        pts = positions.cpu().numpy() * SCENE_SCALE
-        colors = (label_palette(int(ids.max()) + 1)[ids + 1].numpy() * 255).astype(np.uint8)
-        self._keypoint_handles.append(
-            scene.add_point_cloud(
-                "/featurenerf_keypoints", points=pts, colors=colors, point_size=0.15, point_shape="circle"
-            )  # fmt: skip
-        )
-        for p, i in zip(pts, ids.tolist(), strict=True):
-            self._keypoint_handles.append(
-                scene.add_label(f"/featurenerf_keypoint_labels/kp_{i}", text=f"kp {i}", position=tuple(p))
-            )
+        self.overlays.draw_keypoints(*(self.transferred_keypoints() if self.j_show_keypoints.value else (None, None)))
 
     def transferred_keypoints(self) -> tuple[Tensor | None, Tensor | None]:
         """Reference keypoints moved to the source object: the surface point (of the source view's depth)
         whose v_NeRF is most similar to each keypoint's; ``(positions (K, 3), ids (K,))`` or Nones."""
-        from featurenerf_ns.transfer.matching import transfer_points
-
         ref = self._ensure_reference()
         if ref is None or ref.kp_feats is None or ref.kp_ids is None:
             return None, None
         out = self._render_source()
-        cand = surface_points(out["depth"], self._source_foreground(), self._source.cameras[0:1])  # type: ignore[union-attr]
+        cand = surface_points(out["depth"], self._source_foreground(), self._source.camera)
         if cand.shape[0] == 0:
             return None, None
-        cand_feats = self._model.query_points(self._cond(), cand)["v_nerf"]
+        cand_feats = self.tf.query(self._cond(), cand, outputs=("v_nerf",))["v_nerf"]
         return transfer_points(ref.kp_feats, cand_feats, cand), ref.kp_ids
-
-    def _draw_query_marker(self) -> None:
-        if self._viewer is None or self._query is None:
-            return
-        p = tuple(float(x) * SCENE_SCALE for x in self._query[0].tolist())
-        self._viewer.viser_server.scene.add_icosphere("/featurenerf_query", radius=0.08, color=(255, 255, 255),
-                                                      position=p)  # fmt: skip
 
     # ------------------------------------------------------------------------------------- clicks
     def start_picking(self) -> None:
@@ -666,7 +468,7 @@ class FeatureNeRFViewerPanel(nn.Module):
             origin = torch.tensor(click.origin, dtype=torch.float32)
             direction = torch.tensor(click.direction, dtype=torch.float32)
             min_opacity = float(self.ha_min_opacity.value)
-            point, opacity = surface_point(self._model, self._cond(), origin, direction, min_opacity)
+            point, opacity = surface_point(self.tf.model, self._cond(), origin, direction, min_opacity)
             if point is None:
                 self._status(
                     f"The click missed the object (ray opacity {opacity:.2f} < 'Label min opacity' {min_opacity:.2f}):"
@@ -697,10 +499,9 @@ class FeatureNeRFViewerPanel(nn.Module):
 
     def _move_client(self, client) -> None:
         if self._source is not None:
-            cam = self._source.cameras[0:1].to("cpu")
+            cam = self._source.camera.to("cpu")
         else:
-            cameras, records = self._splits[self._eval_split]
-            cam = cameras[records[0].camera_index(0) : records[0].camera_index(0) + 1]
+            cam = self.tf.camera(self.eval_split, self.tf.objects(self.eval_split)[0].obj_id, 0).to("cpu")
         c2w = cam.camera_to_worlds[0].numpy().astype(np.float64)
         fov = 2.0 * float(np.arctan(float(cam.cy[0, 0]) / float(cam.fy[0, 0])))
         with client.atomic():
@@ -715,12 +516,9 @@ class FeatureNeRFViewerPanel(nn.Module):
         return base.resolve() / "viewer_renders"
 
     def render_orbit(self, output: str | None = None, num_views: int = ORBIT_VIEWS, folder: Path | None = None) -> Path:
-        """Save ``output`` (default: the one shown) for an orbit of ``num_views`` cameras as PNGs.
-
-        The orbit circles the object at the source camera's distance and intrinsics, 30 degrees above
-        the horizon. Each view takes the training lock separately, so training (and the viewer) wait
-        at most one render. Returns the folder (``<run>/viewer_renders/<time>_<object>_<output>``).
-        """
+        """Save ``output`` (default: the one shown) of the current source for an orbit of ``num_views`` cameras as
+        PNGs (:func:`~featurenerf_ns.viewer.export.render_orbit`), with the progress bar and status updated per view.
+        Returns the folder (``<run>/viewer_renders/<time>_<object>_<output>`` by default)."""
         if output is None:
             output = "rgb" if self._viewer is None else self._viewer.control_panel.output_render
         if output not in OUTPUTS:
@@ -728,54 +526,39 @@ class FeatureNeRFViewerPanel(nn.Module):
         with self._lock():
             self.sync()
             source = self._source
-            assert source is not None
-            cameras = orbit_cameras(source.cameras.to("cpu"), num_views)
-        name = source.label.split(",")[0].replace("/", "_").replace("`", "").replace(" ", "_")
-        folder = folder or self.orbit_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}_{name}_{output}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = folder or orbit_folder(self.orbit_dir(), source.label, output)
         options = self._viewer.control_panel.colormap_options if self._viewer is not None else ColormapOptions()
         if output in ("depth", "accumulation") and self._viewer is None:
             options = ColormapOptions(colormap="turbo", normalize=True)
-        for i in range(num_views):
-            with self._lock():
-                image = self.render_outputs(cameras[i : i + 1].to(self._model.device), frozenset({output}))[output]
-            rgb = apply_colormap(image, options).clamp(0, 1)
-            Image.fromarray((rgb * 255).round().to(torch.uint8).cpu().numpy()).save(folder / f"{i:03d}.png")
-            self._status(f"Rendering views: {i + 1}/{num_views} -> `{folder}`")
+        self.ma_render_progress.value = 0.0
+        self.ma_render_progress.show()
+
+        def progress(done: int, total: int) -> None:
+            self.ma_render_progress.value = 100.0 * done / total
+            self._status(f"Rendering views: {done}/{total} -> `{folder}`")
+
+        render_orbit(
+            lambda camera: self.render_outputs(camera, frozenset({output}))[output],
+            source.camera, folder, options, num_views, self._lock(), progress,
+        )  # fmt: skip
         self.last_orbit_dir = folder
         self._status(f"Saved {num_views} views of `{output}` to `{folder}`")
         return folder
 
-    def render_orbit_async(self) -> threading.Thread | None:
-        """Run :meth:`render_orbit` in a thread (a button callback must not hold the lock for 24 renders)."""
-        if self._orbit_thread is not None and self._orbit_thread.is_alive():
+    def render_orbit_async(self):
+        """Run :meth:`render_orbit` in a thread; None when views are already being rendered."""
+        thread = self.orbit_job.start(self.render_orbit, "Render views")
+        if thread is None:
             self._status("Already rendering views.")
-            return None
-
-        def work() -> None:
-            try:
-                self.render_orbit()
-            except Exception as e:  # a failed export must not take the viewer down
-                CONSOLE.print(f"[red]Render views failed: {e}")
-                self._status(f"**Render views failed:** {e}")
-
-        self._orbit_thread = threading.Thread(target=work, daemon=True)
-        self._orbit_thread.start()
-        return self._orbit_thread
-
-
-def _read_npz(path: Path, key: str) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return z[key]
-    except (OSError, KeyError, ValueError) as e:
-        raise DataError(path, f"cannot read {key!r} ({e})") from None
+        return thread
 
 
 def make_panel(pipeline: Any) -> FeatureNeRFViewerPanel | None:
-    """The panel for a FeatureNeRF pipeline; None (with one log line) when its data cannot feed one."""
+    """The panel for a FeatureNeRF pipeline (the ``featurenerf_ns.viewer`` entry point); None (with one log line)
+    when its data cannot feed one."""
     try:
-        return FeatureNeRFViewerPanel(pipeline)
+        tf = TrainedFeatureNeRF(pipeline.model, pipeline.datamanager, set_eval=False)
+        return FeatureNeRFViewerPanel(tf)
     except (KeyError, IndexError, AttributeError) as e:
         CONSOLE.print(f"FeatureNeRF viewer panel disabled: {e!r}")
         return None

@@ -2,13 +2,15 @@
 
 Checks the FeatureNeRF panel's controls are on the page, picks ``feature_pca`` in nerfstudio's
 "Output type" dropdown (by clicking it, as a user would), waits for the rendered frame and asserts
-that the object's pixels are not one colour. The canvas screenshots are kept under
-``test-artifacts/viewer/`` (git-ignored). Skips, saying why, when Chromium or playwright is missing.
+that the object's pixels are not one colour; then uploads a PNG through the panel's upload button and waits for the
+source label to name it. The canvas screenshots are kept under ``test-artifacts/viewer/`` (git-ignored). Skips,
+saying why, when Chromium or playwright is missing.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,8 +31,9 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-PANEL_LABELS = ("FeatureNeRF", "Source object", "Image file", "Source views", "Refresh PCA", "Reference object",
-                "Reference view", "Show keypoints", "Pick similarity point", "Render views")  # fmt: skip
+PANEL_LABELS = ("FeatureNeRF", "Source object", "Image file", "Upload image", "Source views", "Refresh PCA",
+                "Reference object", "Reference view", "Show keypoints", "Pick similarity point",
+                "Render views")  # fmt: skip
 
 
 def _free_port() -> int:
@@ -75,12 +78,14 @@ def _frame_after_change(page, previous: np.ndarray | None, path: Path, timeout: 
     raise AssertionError(f"the rendered frame did not settle on a new image within {timeout:.0f} s (see {path})")
 
 
-def drive_viewer(url: str, artifacts: Path) -> dict[str, Path]:
-    """Open the viewer, check the panel, switch to feature_pca; returns the screenshots' paths."""
+def drive_viewer(url: str, artifacts: Path, upload: Path) -> dict[str, Path]:
+    """Open the viewer, check the panel, switch to feature_pca, upload ``upload`` as the source; returns the
+    screenshots' paths."""
     from playwright.sync_api import sync_playwright
 
     artifacts.mkdir(parents=True, exist_ok=True)
-    shots = {k: artifacts / f"{k}.png" for k in ("page", "canvas_rgb", "canvas_feature_pca", "page_feature_pca")}
+    names = ("page", "canvas_rgb", "canvas_feature_pca", "page_feature_pca", "canvas_uploaded", "page_uploaded")
+    shots = {k: artifacts / f"{k}.png" for k in names}
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile, sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
@@ -92,16 +97,23 @@ def drive_viewer(url: str, artifacts: Path) -> dict[str, Path]:
             for label in PANEL_LABELS:
                 page.get_by_text(label, exact=True).first.wait_for(timeout=90_000)
             page.get_by_text("Resolution: ", exact=False).first.wait_for(timeout=30_000)
-            # Only the rendered image on the canvas: hide the training cameras' frustums and the keypoint markers.
+            # Only the rendered image on the canvas: hide the training cameras' frustums, the keypoint markers and the
+            # source camera (the view starts at the source: its frustum's image would cover the render).
             page.get_by_role("button", name="Hide Train Cams").click()
             page.get_by_label("Show keypoints").uncheck(force=True)
+            page.get_by_label("Show source camera").uncheck(force=True)
             rgb = _frame_after_change(page, None, shots["canvas_rgb"])
             page.screenshot(path=str(shots["page"]))
             page.get_by_label("Output type").click()
             page.get_by_role("option", name="feature_pca", exact=True).click()
             assert page.get_by_label("Output type").input_value() == "feature_pca"
-            _frame_after_change(page, rgb, shots["canvas_feature_pca"])
+            pca = _frame_after_change(page, rgb, shots["canvas_feature_pca"])
             page.screenshot(path=str(shots["page_feature_pca"]))
+            # The upload button's (hidden) file input, as the file dialog would fill it.
+            page.locator("input[type=file]").set_input_files(str(upload))
+            page.get_by_text(f"{upload.name} (uploaded)", exact=False).first.wait_for(timeout=90_000)
+            _frame_after_change(page, pca, shots["canvas_uploaded"])
+            page.screenshot(path=str(shots["page_uploaded"]))
         finally:
             context.close()
     return shots
@@ -117,7 +129,7 @@ def object_pixels(frame: np.ndarray, threshold: int = 12) -> np.ndarray:
     return pixels[pixels.max(1) > threshold]
 
 
-def test_viewer_panel_in_chromium(viewer_run):
+def test_viewer_panel_in_chromium(viewer_run, trained_tiny):
     if not CHROMIUM.is_file():
         print(f"SKIP reason: {CHROMIUM} is missing (apt-get install chromium); the browser test needs it")
         pytest.skip(f"{CHROMIUM} not installed")
@@ -130,6 +142,9 @@ def test_viewer_panel_in_chromium(viewer_run):
     port = _free_port()
     log = ARTIFACTS / "ns-viewer.log"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # An RGBA view of another object than the default source (the first test object): the upload's source.
+    upload = ARTIFACTS / "uploaded_chair.png"
+    shutil.copyfile(sorted((trained_tiny.root / "data" / "img").rglob("*.png"))[-1], upload)
     cmd = [str(Path(sys.executable).parent / "ns-viewer"), "--load-config", str(viewer_run),
            "--viewer.websocket-port", str(port)]  # fmt: skip
     with open(log, "w") as out:
@@ -137,7 +152,7 @@ def test_viewer_panel_in_chromium(viewer_run):
                                 env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
     try:
         _wait_http(f"http://localhost:{port}", proc, log)
-        shots = drive_viewer(f"http://localhost:{port}", ARTIFACTS)
+        shots = drive_viewer(f"http://localhost:{port}", ARTIFACTS, upload)
     finally:
         # The viewer (and anything it started) is in its own process group.
         with_group = proc.poll() is None
