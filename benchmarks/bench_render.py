@@ -1,13 +1,15 @@
-"""Interactive rendering of a trained model: exact fp32 vs empty-space skipping vs skipping + bf16, side by side.
+"""Interactive rendering of a trained model: exact fp32 vs empty-space skipping (with the grid unrefined and refined)
+vs skipping + bf16, side by side.
 
 Needs a trained run (embedded data, so that the occupancy is a trained one, not a random field's):
 
     .venv/bin/python benchmarks/bench_render.py --load-config outputs/chair/featurenerf-cpu/<run>/config.yml
 
 Prints, per variant, the time of one ``--size`` render of ``rgb`` + ``v_nerf`` (median over ``--repeats``, the
-variants interleaved), the occupancy grid's one-off estimate per conditioning, the render's peak memory, and its
-accuracy against the exact fp32 render of the same conditioning: rgb PSNR, and the cosine similarity of v_NeRF
-per foreground pixel (exact accumulation > 0.5), over ``--num-objects`` test objects. Then the 2D part mIoU and
+variants interleaved), the occupancy grid's one-off estimate per conditioning, the render's peak memory (above what
+the process already holds: the allocator keeps freed memory, so a variant that fits in what an earlier one left shows
+0), and its accuracy against the exact fp32 render of the same conditioning: rgb PSNR, and the cosine similarity of
+v_NeRF per foreground pixel (exact accumulation > 0.5), over ``--num-objects`` test objects. Then the 2D part mIoU and
 keypoint PCK of ``featurenerf-eval`` computed each way on the same ``--num-pairs`` pairs, and the time of one
 ``--frame-size`` viewer frame (the viewer's own renderer) with each variant.
 """
@@ -20,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,7 +37,15 @@ from featurenerf_ns.transfer.report import headline_score
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_model import _reset_peak_rss, _rss_mb  # noqa: E402
 
-VARIANTS = {"exact fp32": (False, "float32"), "skip": (True, "float32"), "skip + bf16": (True, "bfloat16")}
+VARIANTS = {
+    "exact fp32": (False, "float32", None),
+    "skip, unrefined grid": (True, "float32", 0),
+    "skip": (True, "float32", None),
+    "skip + bf16": (True, "bfloat16", None),
+}
+"""name -> (skip empty space, inference dtype, grid refinements: None = the run's, 0 = its first estimate only)."""
+TRANSFER_VARIANTS = ("exact fp32", "skip", "skip + bf16")
+"""Variants whose transfer figures are computed (featurenerf-eval renders with the run's own grid settings)."""
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -52,6 +63,7 @@ def bench_renders(tf: TrainedFeatureNeRF, size: int, repeats: int, num_objects: 
         k: {"psnr": [], "cosine": [], "min_cosine": [], "occupied": []} for k in VARIANTS
     }
     outputs = frozenset({"rgb", "v_nerf"})
+    occupancy = model.config.occupancy
     for i, rec in enumerate(objects):
         camera = tf.camera("test", rec.obj_id, 1)
         camera.rescale_output_resolution(size / int(camera.width[0, 0]))
@@ -59,8 +71,11 @@ def bench_renders(tf: TrainedFeatureNeRF, size: int, repeats: int, num_objects: 
         frame.rescale_output_resolution(frame_size / int(frame.width[0, 0]))
         exact = None
         for r in range(repeats if i == 0 else 1):
-            for name, (skip, dtype) in VARIANTS.items():
+            for name, (skip, dtype, refinements) in VARIANTS.items():
                 model.field.inference_dtype = getattr(torch, dtype)
+                model.config.occupancy = replace(
+                    occupancy, refinements=occupancy.refinements if refinements is None else refinements
+                )
                 cond = tf.encode("test", rec.obj_id, [0])
                 start = time.perf_counter()
                 if skip:
@@ -85,6 +100,7 @@ def bench_renders(tf: TrainedFeatureNeRF, size: int, repeats: int, num_objects: 
                     acc[name]["cosine"].append(float(cos.mean()) if fg.any() else float("nan"))
                     acc[name]["min_cosine"].append(float(cos.min()) if fg.any() else 1.0)
     model.field.inference_dtype = torch.float32
+    model.config.occupancy = occupancy
     return {
         name: {
             "render_s": statistics.median(times[name]),
@@ -102,7 +118,8 @@ def bench_renders(tf: TrainedFeatureNeRF, size: int, repeats: int, num_objects: 
 
 def bench_transfer(config: Path, num_pairs: int, out: Path) -> dict:
     rows: dict[str, dict[str, float]] = {}
-    for name, (skip, dtype) in VARIANTS.items():
+    for name in TRANSFER_VARIANTS:
+        skip, dtype, _ = VARIANTS[name]
         rows[name] = {}
         for task in ("parts", "keypoints"):
             cfg = EvalConfig(task=task, space="2d", load_config=config, pairs="random", num_pairs=num_pairs,
@@ -128,12 +145,13 @@ def main() -> None:
     cfg = tf.model.config
     print(
         f"{args.load_config}: width {cfg.field.hidden_dim}, {cfg.num_coarse_samples}+{cfg.num_fine_samples} samples, "
-        f"grid {cfg.occupancy.resolution}^3 dilation {cfg.occupancy.dilation}, {torch.get_num_threads()} threads"
+        f"grid {cfg.occupancy.resolution}^3 refined {cfg.occupancy.refinements}x, dilation {cfg.occupancy.dilation}, "
+        f"{torch.get_num_threads()} threads"
     )
     rows = bench_renders(tf, args.size, args.repeats, args.num_objects, args.frame_size)
     exact = rows["exact fp32"]["render_s"]
-    print(f"| variant | {args.size}px render | speed-up | grid (once per source) | peak MB | occupied | rgb PSNR vs "
-          f"exact | v_NeRF cosine (fg mean / min) | {args.frame_size}px viewer frame |")  # fmt: skip
+    print(f"| variant | {args.size}px render | speed-up | grid (once per source) | peak MB above resident | occupied "
+          f"| rgb PSNR vs exact | v_NeRF cosine (fg mean / min) | {args.frame_size}px viewer frame |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in rows.items():
         print(f"| {name} | {r['render_s']:.3f} s | {exact / r['render_s']:.1f}x | {r['grid_s']:.3f} s | "

@@ -39,7 +39,13 @@ from featurenerf_ns.model.field import (
     check_outputs,
 )
 from featurenerf_ns.model.gemm import set_onednn_enabled
-from featurenerf_ns.model.occupancy import OccupancyConfig, OccupancyGrid, cell_centers, occupancy_from_density
+from featurenerf_ns.model.occupancy import (
+    OccupancyConfig,
+    OccupancyGrid,
+    cell_centers,
+    occupancy_from_density,
+    refine_occupancy,
+)
 from featurenerf_ns.model.rendering import SampleDepths, SamplingConfig, object_ray_bounds, render_rays
 from featurenerf_ns.utils.allocator import retain_freed_memory
 from featurenerf_ns.utils.features import PCABasis
@@ -207,7 +213,17 @@ class FeatureNeRFModel(Model):
             points = centers.expand(cond.num_objects, -1, -1)
             viewdirs = F.normalize(points - cond.source_centers[:, None], dim=-1)
             density = self.field(cond, points, viewdirs, frozenset({"density"})).density[..., 0]
-            cond.occupancy = occupancy_from_density(density, cfg.resolution, cfg, bound)
+            grid = occupancy_from_density(density, cfg.resolution, cfg, bound)
+
+            def density_of(b: int, points: Tensor) -> Tensor:
+                one = cond if cond.num_objects == 1 else cond.select([b])
+                pts = points.to(device=self.device, dtype=cond.w2c.dtype)[None]
+                viewdirs = F.normalize(pts - one.source_centers[:, None], dim=-1)
+                return self.field(one, pts, viewdirs, frozenset({"density"})).density[0, :, 0]
+
+            for _ in range(cfg.refinements):
+                grid = refine_occupancy(grid, density_of, cfg)
+            cond.occupancy = grid
         return cond.occupancy
 
     def render_rays(
@@ -220,6 +236,7 @@ class FeatureNeRFModel(Model):
         depths: SampleDepths | None = None,
         skip_empty: bool = False,
         bounds: RayBounds = "data",
+        coarse: bool = True,
     ) -> dict[str, Tensor]:
         """Render ``R`` rays for each of the ``B`` conditioned objects (see :func:`render_rays`).
 
@@ -234,6 +251,7 @@ class FeatureNeRFModel(Model):
             bounds: ``"data"``: the data's near/far (e.g. 0.8/1.8), as in training and the authors' renders;
                 ``"object"``: the same length centred on each ray's closest approach to the object's centre (the
                 origin), for cameras at any distance (:func:`~featurenerf_ns.model.rendering.object_ray_bounds`).
+            coarse: also composite the coarse pass's outputs (``{name}_coarse``).
         """
         if bounds == "data":
             near = torch.full_like(origins[..., :1], self.near)
@@ -255,6 +273,7 @@ class FeatureNeRFModel(Model):
             depths,
             background,
             occupancy,
+            coarse,
         )
 
     @torch.no_grad()
@@ -285,7 +304,7 @@ class FeatureNeRFModel(Model):
         pieces: dict[str, list[Tensor]] = {}
         for i in range(0, origins.shape[1], chunk):
             o, d = origins[:, i : i + chunk], directions[:, i : i + chunk]
-            out = self.render_rays(cond, o, d, outputs, generator, skip_empty=skip_empty, bounds=bounds)
+            out = self.render_rays(cond, o, d, outputs, generator, skip_empty=skip_empty, bounds=bounds, coarse=False)
             if bounds == "object":
                 acc = out["accumulation"]
                 far = object_ray_bounds(o, d, 0.5 * (self.far - self.near))[1]

@@ -2,9 +2,13 @@
 
 After a source is encoded, the field's density is evaluated once at the centres of a coarse grid over the
 sampled region and every cell whose density exceeds a threshold, grown by a few cells (dilation), is marked
-occupied. Renders then draw exactly the same samples as the exact path but evaluate the MLP only at the samples
-that fall in occupied cells (or outside the grid); the others get density 0, hence compositing weight exactly 0,
-so their other outputs never contribute. Rays that cross no occupied cell cost no MLP evaluation at all.
+occupied. The grid is then refined: each occupied cell is split into 2^3 children, the density is evaluated at
+their centres, and only the children occupied at that finer level (threshold, dilation) stay. The density is thus
+evaluated only where the coarse grid found something, and the margin that dilation adds around every surface is a
+fine cell rather than a coarse one. Renders then draw exactly the same samples as the exact path but evaluate the
+MLP only at the samples that fall in occupied cells (or outside the grid); the others get density 0, hence
+compositing weight exactly 0, so their other outputs never contribute. Rays that cross no occupied cell cost no MLP
+evaluation at all.
 
 nerfacc's ``OccGridEstimator`` is not used: its ray marching runs only as CUDA kernels, and it places its own
 samples at a fixed step, whereas skipping here must keep the stratified and importance samples of the exact path.
@@ -12,6 +16,7 @@ samples at a fixed step, whereas skipping here must keep the stratified and impo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,12 +30,15 @@ class OccupancyConfig:
     """Occupancy grid used to skip empty space when rendering without gradients."""
 
     resolution: int = 64
-    """Cells per side of the grid (the density is evaluated once at each cell centre per conditioning)."""
+    """Cells per side of the first estimate (the density is evaluated once at each cell centre per conditioning)."""
+    refinements: int = 1
+    """Times every occupied cell is split into 2^3 and kept only where the finer level is occupied: the final grid
+    has ``resolution * 2**refinements`` cells per side, for density evaluations in occupied cells only."""
     density_threshold: float = 0.0
     """A cell is occupied when the density at its centre exceeds this (0: any positive density)."""
     dilation: int = 1
-    """Cells added around every occupied cell, so that structures thinner than a cell between two cell centres
-    are not skipped."""
+    """Cells added around every occupied cell (at every level), so that structures thinner than a cell between two
+    cell centres are not skipped."""
     bound: float | None = None
     """Half the side of the cube centred on the object's origin that the grid covers; None = far - near of the
     data. Samples outside the cube are always evaluated."""
@@ -69,12 +77,38 @@ def cell_centers(resolution: int, bound: float, device: torch.device | str = "cp
     return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
+DensityAt = Callable[[int, Float[Tensor, "N 3"]], Float[Tensor, " N"]]
+"""``density(object, points)``: the field's density of one conditioned object at world points."""
+
+
+def dilate(occupied: Bool[Tensor, "B n n n"], cells: int) -> Bool[Tensor, "B n n n"]:
+    """Grow the occupied cells by ``cells`` in every direction (26-neighbourhood)."""
+    if cells <= 0:
+        return occupied
+    k = 2 * cells + 1
+    return F.max_pool3d(occupied[:, None].float(), k, stride=1, padding=cells)[:, 0] > 0
+
+
 def occupancy_from_density(
     density: Float[Tensor, "B N"], resolution: int, config: OccupancyConfig, bound: float
 ) -> OccupancyGrid:
     """Threshold the densities at the cell centres and dilate the occupied cells by ``config.dilation``."""
-    occupied = (density > config.density_threshold).view(-1, 1, resolution, resolution, resolution)
-    if config.dilation > 0:
-        k = 2 * config.dilation + 1
-        occupied = F.max_pool3d(occupied.float(), k, stride=1, padding=config.dilation) > 0
-    return OccupancyGrid(occupied[:, 0], bound)
+    occupied = (density > config.density_threshold).view(-1, resolution, resolution, resolution)
+    return OccupancyGrid(dilate(occupied, config.dilation), bound)
+
+
+def refine_occupancy(grid: OccupancyGrid, density: DensityAt, config: OccupancyConfig) -> OccupancyGrid:
+    """The grid at twice the resolution: the children of occupied cells whose centre's density exceeds the
+    threshold, dilated by ``config.dilation`` (children) and kept within their occupied parents."""
+    B, n = grid.occupied.shape[0], grid.occupied.shape[-1]
+    candidates = grid.occupied
+    for dim in (1, 2, 3):
+        candidates = candidates.repeat_interleave(2, dim=dim)
+    positive = torch.zeros_like(candidates)
+    cell = grid.bound / n  # the children's side: 2 * bound / (2 * n)
+    for b in range(B):
+        index = candidates[b].nonzero()
+        if len(index) > 0:
+            centers = (index.float() + 0.5) * cell - grid.bound
+            positive[b][tuple(index.T)] = density(b, centers) > config.density_threshold
+    return OccupancyGrid(dilate(positive, config.dilation) & candidates, grid.bound)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from featurenerf_ns.model.field import Conditioning, FeatureNeRFField, FieldOutputs
@@ -97,6 +97,19 @@ class SampleDepths:
 _COMPOSITED = ("rgb", "feature", "v_nerf")
 
 
+@dataclass
+class OccupiedSamples:
+    """Field outputs at the samples in occupied cells only: every other sample has density 0, hence compositing
+    weight 0, so its other outputs are never needed (nor stored)."""
+
+    density: Float[Tensor, "B N 1"]
+    """Every sample's density (0 where skipped)."""
+    index: Int[Tensor, " M"]
+    """Flat indices (over ``B * N``, object-major) of the evaluated samples."""
+    values: FieldOutputs
+    """The other outputs of the evaluated samples, ``(M, C)`` each, in the order of :attr:`index`."""
+
+
 def query_occupied(
     field: FeatureNeRFField,
     cond: Conditioning,
@@ -105,20 +118,41 @@ def query_occupied(
     viewdirs: Float[Tensor, "B N 3"],
     outputs: frozenset[str],
     fine: bool,
-) -> FieldOutputs:
-    """The field at the points in occupied cells; zeros (density 0) elsewhere, without evaluating the MLP there."""
+) -> OccupiedSamples:
+    """The field at the points in occupied cells, without evaluating the MLP elsewhere."""
     B, N, _ = points.shape
     keep = occupancy.contains(points)
-    names = outputs & {"rgb", "density", "v_nerf", *(["feature"] if field.feature_dim > 0 else [])}
-    result = FieldOutputs(**{k: points.new_zeros(B, N, field.output_channels(k)) for k in names})
+    names = outputs & {"rgb", "v_nerf", *(["feature"] if field.feature_dim > 0 else [])}
+    density = points.new_zeros(B, N, 1)
+    parts = []
     for b in range(B):
         idx = keep[b].nonzero()[:, 0]
         if idx.numel() == 0:
             continue
         sub = field(cond if B == 1 else cond.select([b]), points[b, idx][None], viewdirs[b, idx][None], outputs, fine)
-        for k in names:
-            getattr(result, k)[b, idx] = getattr(sub, k)[0]
-    return result
+        density[b, idx] = sub.density[0]
+        parts.append(sub)
+    values = FieldOutputs(
+        **{
+            k: torch.cat([getattr(p, k)[0] for p in parts]) if parts else points.new_zeros(0, field.output_channels(k))
+            for k in names
+        }
+    )
+    return OccupiedSamples(density, keep.reshape(-1).nonzero()[:, 0], values)
+
+
+def _composite(weights: Float[Tensor, "B R K"], part: FieldOutputs | OccupiedSamples, name: str) -> Tensor:
+    """``sum_k w_k v_k`` per ray of one output of the samples (only the evaluated ones for occupied samples)."""
+    if isinstance(part, FieldOutputs):
+        return _weighted_sum(weights, getattr(part, name))
+    B, R, K = weights.shape
+    values = getattr(part.values, name)
+    rows = values * weights.reshape(-1)[part.index, None]
+    return values.new_zeros(B * R, values.shape[-1]).index_add_(0, part.index // K, rows).view(B, R, -1)
+
+
+def _has(part: FieldOutputs | OccupiedSamples, name: str) -> bool:
+    return getattr(part if isinstance(part, FieldOutputs) else part.values, name) is not None
 
 
 def object_ray_bounds(
@@ -149,6 +183,7 @@ def render_rays(
     depths: SampleDepths | None = None,
     background: Float[Tensor, "3"] | None = None,
     occupancy: OccupancyGrid | None = None,
+    coarse: bool = True,
 ) -> dict[str, Tensor]:
     """Render rays of ``B`` objects (``R`` rays each) with coarse + fine sampling.
 
@@ -164,9 +199,11 @@ def render_rays(
             ``white_bkgd``); None adds nothing (black).
         occupancy: evaluate the field only at samples in its occupied cells (the others have density 0); the
             samples drawn stay those of the exact render. Not with ``coord``, a mean over all samples.
+        coarse: also composite the coarse pass's outputs (``{name}_coarse``, which training's losses use); renders
+            that keep only the fine results skip that work (the fine pass needs only the coarse weights and depth).
     Returns:
-        ``{name}_coarse`` and ``{name}`` (fine) for every requested output, ``depth``, ``accumulation``,
-        ``depth_coarse``, ``accumulation_coarse``; each ``(B, R, C)``.
+        ``{name}_coarse`` (with ``coarse``) and ``{name}`` (fine) for every requested output, ``depth``,
+        ``accumulation``, ``depth_coarse``, ``accumulation_coarse``; each ``(B, R, C)``.
     """
     B, R, _ = origins.shape
     per_sample = frozenset(outputs) | {"density"}
@@ -174,20 +211,26 @@ def render_rays(
     if occupancy is not None and "coord" in outputs:
         raise ValueError("coord is a mean over all samples of a ray: render it without occupancy")
 
-    def query(z: Tensor, fine: bool) -> FieldOutputs:
+    def query(z: Tensor, fine: bool) -> FieldOutputs | OccupiedSamples:
         pts = origins.unsqueeze(2) + z.unsqueeze(-1) * directions.unsqueeze(2)
         dirs = directions.unsqueeze(2).expand(-1, -1, z.shape[-1], -1)
         if occupancy is None:
             return field(cond, pts.reshape(B, -1, 3), dirs.reshape(B, -1, 3), per_sample, fine)
         return query_occupied(field, cond, occupancy, pts.reshape(B, -1, 3), dirs.reshape(B, -1, 3), per_sample, fine)
 
-    def finish(weights: Tensor, z: Tensor, parts: list[tuple[Tensor, FieldOutputs]], suffix: str) -> None:
+    def finish(
+        weights: Tensor,
+        z: Tensor,
+        parts: list[tuple[Tensor, FieldOutputs | OccupiedSamples]],
+        suffix: str,
+        outputs=outputs,
+    ) -> None:
         accumulation = weights.sum(-1, keepdim=True)
         result[f"depth{suffix}"] = (weights * z).sum(-1, keepdim=True)
         result[f"accumulation{suffix}"] = accumulation
         for name in _COMPOSITED:
-            if name in outputs and getattr(parts[0][1], name) is not None:
-                result[f"{name}{suffix}"] = sum(_weighted_sum(w, getattr(o, name)) for w, o in parts)
+            if name in outputs and _has(parts[0][1], name):
+                result[f"{name}{suffix}"] = sum(_composite(w, o, name) for w, o in parts)
         if background is not None and "rgb" in outputs:
             result[f"rgb{suffix}"] = result[f"rgb{suffix}"] + (1.0 - accumulation) * background.to(accumulation)
         if "coord" in outputs and field.regress_coord:
@@ -198,8 +241,9 @@ def render_rays(
     z_coarse = depths.coarse if depths is not None else sample_coarse(near, far, sampling.num_coarse, generator)
     out_coarse = query(z_coarse, fine=False)
     w_coarse = compositing_weights(z_coarse, out_coarse.density.view(B, R, -1), far)
-    finish(w_coarse, z_coarse, [(w_coarse, out_coarse)], "_coarse")
-    if sampling.num_fine <= 0:
+    final = sampling.num_fine <= 0
+    finish(w_coarse, z_coarse, [(w_coarse, out_coarse)], "_coarse", outputs if coarse or final else frozenset())
+    if final:
         for key in list(result):
             result[key.removesuffix("_coarse")] = result[key]
         return result

@@ -125,3 +125,18 @@ def test_rays_in_any_order_and_number_per_object_render_with_their_own_object(mo
             torch.testing.assert_close(out["depth"][mine], alone["depth"][0])
         other = model.render_rays(cond.select([1]), origins[slots == 0][None], directions[slots == 0][None])
     assert (other["rgb"][0] - out["rgb"][slots == 0]).abs().max() > 1e-4  # the objects do differ
+
+
+def test_renders_without_coarse_outputs_give_the_same_fine_results(tiny_field):
+    """``coarse=False`` (what full-image renders use) composites only the coarse weights the fine pass needs: the
+    fine results are bit for bit those of the full render, and no ``{name}_coarse`` output is made."""
+    field, cond, origins, directions, near, far, _ = _setup(tiny_field)
+    outputs = frozenset({"rgb", "feature", "v_nerf"})
+    sampling = SamplingConfig(num_coarse=16, num_fine=8, num_fine_depth=4)
+    rays = (field, cond, origins, directions, near, far, sampling, outputs)
+    with torch.no_grad():
+        full, lean = (render_rays(*rays, torch.Generator().manual_seed(3), coarse=c) for c in (True, False))
+    assert {k for k in full if k.endswith("_coarse")} == {f"{k}_coarse" for k in (*outputs, "depth", "accumulation")}
+    assert {k for k in lean if k.endswith("_coarse")} == {"depth_coarse", "accumulation_coarse"}
+    for k in lean:
+        assert torch.equal(lean[k], full[k]), k
