@@ -3,7 +3,7 @@
 ``featurenerf`` is the paper's configuration (DINO teacher); ``featurenerf-dinov2`` and
 ``featurenerf-diffusion`` distil DINOv2 or Latent Diffusion features instead; ``featurenerf-nerf-feature`` is
 its "NeRF feature" baseline (the same network trained without distillation or coordinate loss, i.e. pixelNeRF);
-``featurenerf-cpu`` trains usefully on a 2-core CPU in about 15 minutes; ``featurenerf-tiny`` is a
+``featurenerf-cpu`` trains usefully on a 2-core CPU in about 20 minutes; ``featurenerf-tiny`` is a
 seconds-long smoke test. Method names are stable API: ``ns-eval`` finds a run's method by name.
 """
 
@@ -231,7 +231,7 @@ featurenerf_diffusion = MethodSpecification(
 )
 featurenerf_cpu = MethodSpecification(
     config=_cpu(),
-    description="FeatureNeRF CPU preset: 64 px, small MLP; trains usefully in ~15 min on 2 cores",
+    description="FeatureNeRF CPU preset: 64 px, small MLP; trains usefully in ~20 min on 2 cores",
 )
 featurenerf_tiny = MethodSpecification(
     config=_tiny(),
