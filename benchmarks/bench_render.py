@@ -1,5 +1,5 @@
-"""Interactive rendering of a trained model: exact fp32 vs empty-space skipping (with the grid unrefined and refined)
-vs skipping + bf16, side by side.
+"""Interactive rendering of a trained model: exact fp32 vs empty-space skipping (with a single 64^3 grid and with the
+default refined one) vs skipping + bf16, side by side.
 
 Needs a trained run (embedded data, so that the occupancy is a trained one, not a random field's):
 
@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_model import _reset_peak_rss, _rss_mb  # noqa: E402
 
 VARIANTS = {
-    "exact fp32": (False, "float32", None),
-    "skip, unrefined grid": (True, "float32", 0),
-    "skip": (True, "float32", None),
-    "skip + bf16": (True, "bfloat16", None),
+    "exact fp32": (False, "float32", {}),
+    "skip, one 64^3 grid": (True, "float32", {"first_resolution": 64, "refinements": 0}),
+    "skip": (True, "float32", {}),
+    "skip + bf16": (True, "bfloat16", {}),
 }
-"""name -> (skip empty space, inference dtype, grid refinements: None = the run's, 0 = its first estimate only)."""
+"""name -> (skip empty space, inference dtype, changes to the run's occupancy grid settings)."""
 TRANSFER_VARIANTS = ("exact fp32", "skip", "skip + bf16")
 """Variants whose transfer figures are computed (featurenerf-eval renders with the run's own grid settings)."""
 
@@ -71,11 +71,9 @@ def bench_renders(tf: TrainedFeatureNeRF, size: int, repeats: int, num_objects: 
         frame.rescale_output_resolution(frame_size / int(frame.width[0, 0]))
         exact = None
         for r in range(repeats if i == 0 else 1):
-            for name, (skip, dtype, refinements) in VARIANTS.items():
+            for name, (skip, dtype, grid) in VARIANTS.items():
                 model.field.inference_dtype = getattr(torch, dtype)
-                model.config.occupancy = replace(
-                    occupancy, refinements=occupancy.refinements if refinements is None else refinements
-                )
+                model.config.occupancy = replace(occupancy, **grid)
                 cond = tf.encode("test", rec.obj_id, [0])
                 start = time.perf_counter()
                 if skip:
@@ -145,8 +143,8 @@ def main() -> None:
     cfg = tf.model.config
     print(
         f"{args.load_config}: width {cfg.field.hidden_dim}, {cfg.num_coarse_samples}+{cfg.num_fine_samples} samples, "
-        f"grid {cfg.occupancy.resolution}^3 refined {cfg.occupancy.refinements}x, dilation {cfg.occupancy.dilation}, "
-        f"{torch.get_num_threads()} threads"
+        f"grid {cfg.occupancy.first_resolution}^3 refined {cfg.occupancy.refinements}x, dilation "
+        f"{cfg.occupancy.first_dilation}/{cfg.occupancy.dilation}, {torch.get_num_threads()} threads"
     )
     rows = bench_renders(tf, args.size, args.repeats, args.num_objects, args.frame_size)
     exact = rows["exact fp32"]["render_s"]

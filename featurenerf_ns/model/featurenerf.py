@@ -209,11 +209,11 @@ class FeatureNeRFModel(Model):
         if cond.occupancy is None:
             cfg = self.config.occupancy
             bound = cfg.bound if cfg.bound is not None else self.far - self.near
-            centers = cell_centers(cfg.resolution, bound, self.device).to(cond.w2c.dtype)
+            centers = cell_centers(cfg.first_resolution, bound, self.device).to(cond.w2c.dtype)
             points = centers.expand(cond.num_objects, -1, -1)
             viewdirs = F.normalize(points - cond.source_centers[:, None], dim=-1)
             density = self.field(cond, points, viewdirs, frozenset({"density"})).density[..., 0]
-            grid = occupancy_from_density(density, cfg.resolution, cfg, bound)
+            grid = occupancy_from_density(density, cfg.first_resolution, cfg, bound)
 
             def density_of(b: int, points: Tensor) -> Tensor:
                 one = cond if cond.num_objects == 1 else cond.select([b])

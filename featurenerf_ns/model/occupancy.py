@@ -1,14 +1,14 @@
 """Empty-space skipping for inference: an occupancy grid per conditioning, estimated from the field itself.
 
 After a source is encoded, the field's density is evaluated once at the centres of a coarse grid over the
-sampled region and every cell whose density exceeds a threshold, grown by a few cells (dilation), is marked
-occupied. The grid is then refined: each occupied cell is split into 2^3 children, the density is evaluated at
-their centres, and only the children occupied at that finer level (threshold, dilation) stay. The density is thus
-evaluated only where the coarse grid found something, and the margin that dilation adds around every surface is a
-fine cell rather than a coarse one. Renders then draw exactly the same samples as the exact path but evaluate the
-MLP only at the samples that fall in occupied cells (or outside the grid); the others get density 0, hence
-compositing weight exactly 0, so their other outputs never contribute. Rays that cross no occupied cell cost no MLP
-evaluation at all.
+sampled region and every cell whose density exceeds a threshold, grown by a few cells (dilation, a wider margin at
+this first level), is marked occupied. The grid is then refined (twice by default, 32^3 -> 128^3): each occupied
+cell is split into 2^3 children, the density is evaluated at their centres, and only the children occupied at that
+finer level (threshold, dilation) stay. The density is thus evaluated only where the coarser level found something,
+and the margin that dilation adds around every surface is a fine cell rather than a coarse one. Renders then draw
+exactly the same samples as the exact path but evaluate the MLP only at the samples that fall in occupied cells (or
+outside the grid); the others get density 0, hence compositing weight exactly 0, so their other outputs never
+contribute. Rays that cross no occupied cell cost no MLP evaluation at all.
 
 nerfacc's ``OccGridEstimator`` is not used: its ray marching runs only as CUDA kernels, and it places its own
 samples at a fixed step, whereas skipping here must keep the stratified and importance samples of the exact path.
@@ -29,16 +29,22 @@ from torch import Tensor
 class OccupancyConfig:
     """Occupancy grid used to skip empty space when rendering without gradients."""
 
-    resolution: int = 64
-    """Cells per side of the first estimate (the density is evaluated once at each cell centre per conditioning)."""
-    refinements: int = 1
+    first_resolution: int = 32
+    """Cells per side of the first estimate (the density is evaluated once at each cell centre per conditioning).
+    Named so that runs saved with the single 64^3 grid of earlier versions (``resolution: 64``) take the refined
+    grid."""
+    refinements: int = 2
     """Times every occupied cell is split into 2^3 and kept only where the finer level is occupied: the final grid
-    has ``resolution * 2**refinements`` cells per side, for density evaluations in occupied cells only."""
+    has ``first_resolution * 2**refinements`` cells per side, for density evaluations in occupied cells only."""
     density_threshold: float = 0.0
     """A cell is occupied when the density at its centre exceeds this (0: any positive density)."""
     dilation: int = 1
-    """Cells added around every occupied cell (at every level), so that structures thinner than a cell between two
-    cell centres are not skipped."""
+    """Cells added around every occupied cell (at every level but a refined first one), so that structures thinner
+    than a cell between two cell centres are not skipped."""
+    first_dilation: int = 2
+    """Cells added around the occupied cells of the first estimate when it is refined: it only decides where the
+    finer levels evaluate the density, so a wide margin costs few evaluations and keeps the small parts that fall
+    between its coarse cell centres."""
     bound: float | None = None
     """Half the side of the cube centred on the object's origin that the grid covers; None = far - near of the
     data. Samples outside the cube are always evaluated."""
@@ -92,9 +98,10 @@ def dilate(occupied: Bool[Tensor, "B n n n"], cells: int) -> Bool[Tensor, "B n n
 def occupancy_from_density(
     density: Float[Tensor, "B N"], resolution: int, config: OccupancyConfig, bound: float
 ) -> OccupancyGrid:
-    """Threshold the densities at the cell centres and dilate the occupied cells by ``config.dilation``."""
+    """The first estimate: threshold the densities at the cell centres and dilate the occupied cells by
+    ``config.dilation`` (``config.first_dilation`` when the grid will be refined)."""
     occupied = (density > config.density_threshold).view(-1, resolution, resolution, resolution)
-    return OccupancyGrid(dilate(occupied, config.dilation), bound)
+    return OccupancyGrid(dilate(occupied, config.first_dilation if config.refinements > 0 else config.dilation), bound)
 
 
 def refine_occupancy(grid: OccupancyGrid, density: DensityAt, config: OccupancyConfig) -> OccupancyGrid:
