@@ -46,6 +46,19 @@ def focal_from_fov(camera_angle_x: float, width: int) -> float:
     return width / (2.0 * math.tan(float(camera_angle_x) / 2.0))
 
 
+def fov_from_focal(focal, width):
+    """Horizontal field of view (radians) of a focal length in pixels: the inverse of :func:`focal_from_fov`."""
+    return 2.0 * np.arctan(np.asarray(width, dtype=np.float64) / (2.0 * np.asarray(focal, dtype=np.float64)))
+
+
+def elevation_of(points) -> np.ndarray:
+    """Elevation (radians) of points above the XZ plane through the origin: the inverse of :func:`sphere_direction`'s
+    second angle (0 for the origin itself)."""
+    p = np.asarray(points, dtype=np.float64)
+    norm = np.maximum(np.linalg.norm(p, axis=-1), 1e-12)
+    return np.arcsin(np.clip(p[..., 1] / norm, -1.0, 1.0))
+
+
 def sphere_direction(azimuth, elevation) -> Float[np.ndarray, "*N 3"]:
     """Unit vectors at ``azimuth`` (about +Y, 0 at +Z, towards +X) and ``elevation`` above the XZ plane (radians).
 

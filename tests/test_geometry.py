@@ -114,3 +114,13 @@ def test_mesh_ray_caster_falls_back_without_embree(monkeypatch):
     caster = _box_caster()
     assert isinstance(caster.intersector, trimesh.ray.ray_triangle.RayMeshIntersector)
     _cast_known_answer(caster)
+
+
+def test_fov_and_elevation_invert_their_forward_formulas():
+    from featurenerf_ns.geometry import elevation_of, focal_from_fov, fov_from_focal, sphere_direction
+
+    for fov in (0.3, 0.6911, 1.2):
+        assert abs(float(fov_from_focal(focal_from_fov(fov, 128), 128)) - fov) < 1e-12
+    elevations = np.radians([-60.0, 0.0, 15.0, 89.0])
+    points = 2.5 * sphere_direction(np.radians([10.0, 100.0, -150.0, 45.0]), elevations)
+    np.testing.assert_allclose(elevation_of(points), elevations, atol=1e-12)

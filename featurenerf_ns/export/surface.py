@@ -40,6 +40,7 @@ from torch import Tensor
 
 from featurenerf_ns.export.progress import map_chunks
 from featurenerf_ns.export.reference import PartReference
+from featurenerf_ns.geometry import elevation_of
 from featurenerf_ns.model.api import TrainedFeatureNeRF
 from featurenerf_ns.model.field import Conditioning
 from featurenerf_ns.model.occupancy import OccupancyGrid
@@ -90,8 +91,7 @@ class Surface:
 
 def camera_elevation(camera: Cameras) -> float:
     """Elevation (degrees) of a camera's centre above the horizontal (XZ) plane through the origin."""
-    center = camera.camera_to_worlds[0, :3, 3].double()
-    return math.degrees(math.asin(float((center[1] / center.norm().clamp_min(1e-12)).clamp(-1, 1))))
+    return math.degrees(float(elevation_of(camera.camera_to_worlds[0, :3, 3].double().cpu().numpy())))
 
 
 def density_box(occupancy: OccupancyGrid, half_side: float) -> tuple[Float[np.ndarray, " 3"], Float[np.ndarray, " 3"]]:

@@ -32,7 +32,14 @@ from torch import Tensor
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManager
 from featurenerf_ns.data.images import composite_rgba
 from featurenerf_ns.dataparsers.records import ObjectRecord
-from featurenerf_ns.geometry import cameras_from_fov, intrinsics_of, look_at_opencv, sphere_direction
+from featurenerf_ns.geometry import (
+    cameras_from_fov,
+    elevation_of,
+    fov_from_focal,
+    intrinsics_of,
+    look_at_opencv,
+    sphere_direction,
+)
 from featurenerf_ns.model.featurenerf import FeatureNeRFModel
 from featurenerf_ns.model.field import RENDER_OUTPUTS, Conditioning, check_outputs
 from featurenerf_ns.model.photo import (
@@ -211,14 +218,13 @@ class TrainedFeatureNeRF:
             camera_angle_x: horizontal field of view (radians); default the training cameras' median.
         """
         cams = self.datamanager.train_dataparser_outputs.cameras
-        centers = cams.camera_to_worlds[:, :3, 3].double()
-        radius = centers.norm(dim=-1)
+        centers = cams.camera_to_worlds[:, :3, 3].double().numpy()
         if distance is None:
-            distance = float(radius.median())
+            distance = float(np.median(np.linalg.norm(centers, axis=-1)))
         if elevation_deg is None:
-            elevation_deg = math.degrees(float(torch.asin((centers[:, 1] / radius).clamp(-1, 1)).median()))
+            elevation_deg = math.degrees(float(np.median(elevation_of(centers))))
         if camera_angle_x is None:
-            camera_angle_x = float((2 * torch.atan(cams.width[:, 0].double() / (2 * cams.fx[:, 0].double()))).median())
+            camera_angle_x = float(np.median(fov_from_focal(cams.fx[:, 0].double().numpy(), cams.width[:, 0].numpy())))
         if not distance > 0:
             raise UserError(f"the camera distance must be positive, got {distance}")
         eye = distance * sphere_direction(math.radians(azimuth_deg), math.radians(elevation_deg))

@@ -209,11 +209,6 @@ class FeatureNeRFModel(Model):
         if cond.occupancy is None:
             cfg = self.config.occupancy
             bound = cfg.bound if cfg.bound is not None else self.far - self.near
-            centers = cell_centers(cfg.first_resolution, bound, self.device).to(cond.w2c.dtype)
-            points = centers.expand(cond.num_objects, -1, -1)
-            viewdirs = F.normalize(points - cond.source_centers[:, None], dim=-1)
-            density = self.field(cond, points, viewdirs, frozenset({"density"})).density[..., 0]
-            grid = occupancy_from_density(density, cfg.first_resolution, cfg, bound)
 
             def density_of(b: int, points: Tensor) -> Tensor:
                 one = cond if cond.num_objects == 1 else cond.select([b])
@@ -221,6 +216,9 @@ class FeatureNeRFModel(Model):
                 viewdirs = F.normalize(pts - one.source_centers[:, None], dim=-1)
                 return self.field(one, pts, viewdirs, frozenset({"density"})).density[0, :, 0]
 
+            centers = cell_centers(cfg.first_resolution, bound, self.device)
+            density = torch.stack([density_of(b, centers) for b in range(cond.num_objects)])
+            grid = occupancy_from_density(density, cfg.first_resolution, cfg, bound)
             for _ in range(cfg.refinements):
                 grid = refine_occupancy(grid, density_of, cfg)
             cond.occupancy = grid

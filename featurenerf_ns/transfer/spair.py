@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import Tensor
 
-from featurenerf_ns.geometry import CAMERA_DISTANCE
+from featurenerf_ns.geometry import CAMERA_DISTANCE, fov_from_focal
 from featurenerf_ns.model.photo import CropTransform, crop_transform
 from featurenerf_ns.teachers.dino import DinoTeacherConfig
 from featurenerf_ns.transfer.matching import nearest_neighbors
@@ -200,7 +200,7 @@ class NeRFCropFeatures:
         if h != w:
             raise UserError(f"SPair needs a model trained on square images (a canonical camera), got {h}x{w}")
         self.size = h
-        fov = None if focal is None else 2.0 * math.atan(w / (2.0 * focal))
+        fov = None if focal is None else float(fov_from_focal(focal, w))
         self.camera = model.photo_cameras(model.canonical_camera(0.0, 0.0, camera_distance, fov))
         self.focal = float(self.camera.fx[0, 0])
 
