@@ -71,13 +71,16 @@ def written(root: Path, pattern: str) -> list[Path]:
     return sorted(p for p in root.glob(pattern) if not p.name.startswith("."))
 
 
-def files_appear(root: Path, pattern: str, count: int = 1, delay: float = 0.0) -> Callable[[], bool]:
+def files_appear(
+    root: Path, pattern: str, count: int = 1, delay: float = 0.0, finished: bool = False
+) -> Callable[[], bool]:
     """Ready ``delay`` seconds after ``count`` files under ``root`` match the glob ``pattern`` (the temporary file
-    of a write in progress counts: the kill may come in the middle of it)."""
+    of a write in progress counts, so the kill may come in the middle of it, unless ``finished``)."""
     seen: list[float] = []
+    matching = (lambda: written(root, pattern)) if finished else (lambda: list(root.glob(pattern)))
 
     def ready() -> bool:
-        if not seen and len(list(root.glob(pattern))) >= count:
+        if not seen and len(matching()) >= count:
             seen.append(time.monotonic())
         return bool(seen) and time.monotonic() - seen[0] >= delay
 
@@ -271,7 +274,8 @@ def co3d(tmp_path_factory):
 
 
 CO3D_KILLS = {
-    "after-the-first-sequence": lambda cache: files_appear(cache, "*/camera/*/*.json"),
+    # the camera JSON is a sequence's completion marker: a kill while it is being written is the next case's
+    "after-the-first-sequence": lambda cache: files_appear(cache, "*/camera/*/*.json", finished=True),
     "in-the-second-sequence": lambda cache: files_appear(cache, "*/img/*/*/*.png", count=6),
 }
 
