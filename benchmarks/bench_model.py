@@ -103,7 +103,7 @@ def bench_mlp(model, repeats: int, n: int = 16384) -> dict:
     heads = frozenset({"rgb", "density", "feature", "coord"})
 
     def run():
-        out = model.field.heads(mlp(x_in, z, 1, 1), x_in[:, :3], heads, 1, n)
+        out = model.field.heads(mlp.lin_out, mlp(x_in, z, 1, 1), x_in[:, :3], heads, 1, n)
         return sum(getattr(out, k).sum() for k in heads)
 
     def fwd():
