@@ -52,7 +52,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(-10 * torch.log10(F.mse_loss(a.clamp(0, 1), b.clamp(0, 1)).clamp_min(1e-12)))
 
 
-def bench_renders(tf: TrainedFeatureNeRF, size: int, repeats: int, num_objects: int, frame_size: int) -> dict:
+def bench_renders(
+    tf: TrainedFeatureNeRF, size: int, repeats: int, num_objects: int, frame_size: int, chunk: int | None
+) -> dict:
     model = tf.model
     objects = tf.objects("test")[:num_objects]
     times: dict[str, list[float]] = {k: [] for k in VARIANTS}
@@ -82,7 +84,7 @@ def bench_renders(tf: TrainedFeatureNeRF, size: int, repeats: int, num_objects: 
                 base = _rss_mb("VmRSS")
                 _reset_peak_rss()
                 start = time.perf_counter()
-                out = model.render_camera(cond, camera, outputs, skip_empty=skip)
+                out = model.render_camera(cond, camera, outputs, chunk, skip_empty=skip)
                 if i == 0:
                     times[name].append(time.perf_counter() - start)
                     peak[name] = max(peak.get(name, 0.0), _rss_mb("VmHWM") - base)
@@ -136,6 +138,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-objects", type=int, default=4, help="test objects for the accuracy figures")
     parser.add_argument("--num-pairs", type=int, default=20, help="transfer pairs (0: skip the transfer figures)")
+    parser.add_argument("--chunk", type=int, default=None, help="rays per chunk of the renders (default: the run's)")
     args = parser.parse_args()
     # Line by line: the transfer runs that follow replace the console, which dropped rows still buffered.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
@@ -144,9 +147,10 @@ def main() -> None:
     print(
         f"{args.load_config}: width {cfg.field.hidden_dim}, {cfg.num_coarse_samples}+{cfg.num_fine_samples} samples, "
         f"grid {cfg.occupancy.first_resolution}^3 refined {cfg.occupancy.refinements}x, dilation "
-        f"{cfg.occupancy.first_dilation}/{cfg.occupancy.dilation}, {torch.get_num_threads()} threads"
+        f"{cfg.occupancy.first_dilation}/{cfg.occupancy.dilation}, {args.chunk or cfg.eval_num_rays_per_chunk} rays "
+        f"per chunk, {torch.get_num_threads()} threads"
     )
-    rows = bench_renders(tf, args.size, args.repeats, args.num_objects, args.frame_size)
+    rows = bench_renders(tf, args.size, args.repeats, args.num_objects, args.frame_size, args.chunk)
     exact = rows["exact fp32"]["render_s"]
     print(f"| variant | {args.size}px render | speed-up | grid (once per source) | peak MB above resident | occupied "
           f"| rgb PSNR vs exact | v_NeRF cosine (fg mean / min) | {args.frame_size}px viewer frame |")  # fmt: skip
