@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ import yaml
 
 from featurenerf_ns.model.api import TrainedFeatureNeRF
 from featurenerf_ns.model.featurenerf import FeatureNeRFModelConfig
-from featurenerf_ns.utils.io import atomic_path
+from featurenerf_ns.utils.run_folder import write_run
 
 
 def widen_state(state: dict[str, torch.Tensor], width: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -80,7 +81,10 @@ def main() -> None:
     if args.width < model_cfg.field.hidden_dim:
         raise SystemExit(f"--width {args.width} is narrower than the run's {model_cfg.field.hidden_dim}")
     ckpt_dir = config.get_checkpoint_dir()
-    ckpt_path = max(ckpt_dir.glob("step-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))
+    ckpts = list(ckpt_dir.glob("step-*.ckpt"))
+    if not ckpts:
+        raise SystemExit(f"{ckpt_dir}: no checkpoint (step-*.ckpt)")
+    ckpt_path = max(ckpts, key=lambda p: int(p.stem.split("-")[1]))
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
 
     model_cfg.field.hidden_dim = args.width
@@ -94,17 +98,13 @@ def main() -> None:
     # A fresh optimizer state (the old one has the narrow shapes), should the copy be trained further.
     wide = {"step": ckpt["step"], "pipeline": widen_state(ckpt["pipeline"], args.width, generator), "optimizers": {},
             "schedulers": {}, "scalers": {}}  # fmt: skip
-    new_dir = config.get_base_dir()
-    with atomic_path(config.get_checkpoint_dir() / ckpt_path.name) as tmp:
-        torch.save(wide, tmp)
-    for extra in args.load_config.parent.glob("*.json"):
-        with atomic_path(new_dir / extra.name) as tmp:
-            tmp.write_bytes(extra.read_bytes())
-    with atomic_path(new_dir / "config.yml") as tmp:
-        tmp.write_text(yaml.dump(config))
+    if config.get_base_dir().exists():
+        raise SystemExit(f"{config.get_base_dir()}: already exists (remove it to make the copy again)")
+    extra = {p.name: p.read_bytes() for p in args.load_config.parent.glob("*.json")}
+    new_config = write_run(config, wide, extra)
 
     narrow = TrainedFeatureNeRF.load(args.load_config, device="cpu")
-    widened = TrainedFeatureNeRF.load(new_dir / "config.yml", device="cpu")
+    widened = TrainedFeatureNeRF.load(new_config, device="cpu")
     obj = narrow.objects("test")[0].obj_id
     points = torch.rand(1, 4096, 3, generator=generator) - 0.5
     dirs = F.normalize(torch.randn(1, 4096, 3, generator=generator), dim=-1)
@@ -115,10 +115,11 @@ def main() -> None:
     w = a.v_nerf.shape[-1]
     diff = max(float((getattr(a, k) - getattr(b, k)).abs().max()) for k in ("rgb", "density", "feature"))
     diff = max(diff, float((a.v_nerf - b.v_nerf[..., :w]).abs().max()), float(b.v_nerf[..., w:].abs().max()))
-    print(f"{new_dir / 'config.yml'}: width {args.width}, {args.coarse}+{args.fine} samples; largest difference from "
+    print(f"{new_config}: width {args.width}, {args.coarse}+{args.fine} samples; largest difference from "
           f"the original's field at 4096 points: {diff:.2e}")  # fmt: skip
     if diff > 1e-4:
-        raise SystemExit("the widened copy does not compute the original's field")
+        shutil.rmtree(new_config.parent)
+        raise SystemExit("the widened copy does not compute the original's field (removed)")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +23,6 @@ from typing import Literal
 
 import torch
 import tyro
-import yaml
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import TrainerConfig
@@ -42,7 +37,8 @@ from featurenerf_ns.model.authors_checkpoint import (
     to_model_state,
 )
 from featurenerf_ns.utils.errors import report_user_errors
-from featurenerf_ns.utils.io import UserError, check_writable, make_dirs, naming_write_errors
+from featurenerf_ns.utils.io import UserError, check_writable
+from featurenerf_ns.utils.run_folder import write_run
 
 Method = Literal["auto", "featurenerf", "featurenerf-diffusion", "featurenerf-nerf-feature"]
 DataParserName = Literal["featurenerf-data", "featurenerf-srn", "featurenerf-co3d"]
@@ -156,28 +152,9 @@ def import_checkpoint(cfg: ImportConfig, console: Console | None = None) -> Path
         "scalers": {},
     }
 
-    # Everything is written in a temporary folder next to the run and renamed into place at the end; the folders
-    # that an import of this run killed part-way left are never trusted, and removed here.
-    make_dirs(base_dir.parent)
-    with naming_write_errors(base_dir):
-        for stale in base_dir.parent.glob(f".{base_dir.name}.*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{base_dir.name}.", suffix=".tmp", dir=base_dir.parent))
-        try:
-            (tmp / "config.yml").write_text(yaml.dump(config), "utf8")
-            models = tmp / config.relative_model_dir
-            models.mkdir(parents=True)
-            # Written by Python, a full disk is an OSError that names the run (torch's writer raises RuntimeError).
-            buffer = io.BytesIO()
-            torch.save(checkpoint, buffer)
-            (models / "step-000000000.ckpt").write_bytes(buffer.getbuffer())
-            os.rename(tmp, base_dir)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-
+    config_path = write_run(config, checkpoint)
     _report(console, cfg, ckpt, config, unused)
-    return base_dir / "config.yml"
+    return config_path
 
 
 def _report(console: Console, cfg: ImportConfig, ckpt: AuthorsCheckpoint, config: TrainerConfig, unused: list[str]):
