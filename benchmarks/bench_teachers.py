@@ -92,10 +92,10 @@ def main() -> None:
             theirs.append(npz.stat().st_size)
             raw.append(feats32.nbytes)
             t0 = time.perf_counter()
-            open_teacher_features(npy).read([1])
+            open_teacher_features(npy).read([args.views - 1])
             read_ours.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            open_teacher_features(npz).read([1])
+            open_teacher_features(npz).read([args.views - 1])
             read_theirs.append(time.perf_counter() - t0)
         fg = float(np.mean([open_teacher_features(cache_path(folder, i))._sparse.mask.mean() for i in ids]))
 

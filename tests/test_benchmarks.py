@@ -1,5 +1,6 @@
-"""The benchmark scripts still run against the current code (on a tiny trained run; nothing here is timed): a script
-that no test runs drifts from the APIs it calls, as ``bench_model.py`` once did."""
+"""The benchmark scripts still run against the current code, on tiny inputs (nothing here is timed): a script that no
+test runs drifts from the APIs it calls, as ``bench_model.py`` once did. ``bench_learning.py`` is left out: it trains
+the CPU preset on the embedded categories, which the suite does not generate."""
 
 from __future__ import annotations
 
@@ -64,3 +65,19 @@ def test_bench_model_measures_the_mlp(trained_tiny):
     model = TrainedFeatureNeRF.load(trained_tiny.config, device="cpu").model
     result = bench_model.bench_mlp(model, repeats=1, n=256)
     assert result["mlp_fwd_samples_per_s"] > 0 and result["mlp_train_samples_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("bench_synthetic.py", ["--num-objects", "2", "--num-views", "2", "--image-size", "16", "--workers", "1"],
+         r"bytes written +[0-9,]+"),
+        ("bench_dataparser.py", ["--objects", "20", "--views", "3"], r"SRN layout: +parse [0-9.]+ s"),
+        ("bench_teachers.py", ["--objects", "1", "--views", "1"],
+         r"read one view \(ms\): ours vs authors npz +[0-9.]+"),
+        ("bench_transfer.py", ["--pairs", "2", "--objects", "3", "--views", "2", "--image-size", "32"],
+         r"cached [0-9.]+ pairs/s, uncached [0-9.]+ pairs/s"),
+    ],
+)  # fmt: skip
+def test_the_other_benchmarks_run_on_tiny_inputs(script, args, expected):
+    assert re.search(expected, run_script(script, *args)), script
